@@ -1,0 +1,9 @@
+"""Exceptions that separate the user's mistakes from ours.
+
+The command line turns :class:`InputError` into a one-line message and exit status 2; any other
+exception is an internal error (exit status 1).
+"""
+
+
+class InputError(ValueError):
+    """Bad input: a file, a value or an option that the user can fix."""
