@@ -103,18 +103,28 @@ class ForwardModel:
         """Pixel indices and kernel values of the support window around detector ``coord``.
 
         Returns ``idx`` (..., K) clipped into range, ``val`` (..., K) zero outside the detector,
-        and, if ``derivative``, ``dval = dB/dt`` at ``c_j - coord``.
+        and, if ``derivative``, ``dval = dB/dt`` at ``c_j - coord``. The K pixels share K + 1
+        edges, so the normal CDF is evaluated once per edge, not twice per pixel.
         """
-        delta = self.geometry.pixel_size
+        delta, sigma = self.geometry.pixel_size, self.sigma
         offset = (n - 1) / 2
         j0 = np.ceil((coord - self._radius) / delta + offset).astype(np.int64)
         idx = j0[..., None] + np.arange(self._support)
-        t = (idx - offset) * delta - coord[..., None]
+        # Standardised pixel edges (c_j -+ delta/2 - coord) / sigma, K + 1 of them.
+        z = ((j0[..., None] + np.arange(self._support + 1) - offset - 0.5) * delta
+             - coord[..., None]) / sigma
+        tail = ndtr(-np.abs(z))  # exact in both tails
+        lo, hi = z[..., :-1], z[..., 1:]
+        t_lo, t_hi = tail[..., :-1], tail[..., 1:]
+        # Phi(hi) - Phi(lo) from tail probabilities, without cancellation near 0 or 1.
+        diff = np.where(lo >= 0, t_lo - t_hi, np.where(hi <= 0, t_hi - t_lo, 1.0 - t_lo - t_hi))
         inside = (idx >= 0) & (idx < n)
-        val = np.where(inside, pixel_kernel(t, self.sigma, delta), 0.0)
+        val = np.where(inside, diff, 0.0) / delta
         idx = np.clip(idx, 0, n - 1)
         if derivative:
-            dval = np.where(inside, pixel_kernel_derivative(t, self.sigma, delta), 0.0)
+            dens = np.exp(-0.5 * z * z)
+            dval = np.where(inside, dens[..., 1:] - dens[..., :-1], 0.0) * (
+                _INV_SQRT_2PI / (sigma * delta))
             return idx, val, dval
         return idx, val
 
@@ -239,6 +249,42 @@ class ForwardModel:
         gx = du.T @ e_u + dv.T @ e_v
         return gx, gw
 
+    def data_term(self, positions, weights, data):
+        """``0.5 ||project(x, w) - data||^2``, its gradient in ``x`` and the residual, sharing
+        one evaluation of the support windows (what a local optimiser calls)."""
+        pos, w = self._check(positions, weights)
+        r_flat = None
+        if len(pos) * self.geometry.n_angles * self._support ** (self.geometry.ndim - 1) > _CHUNK_ENTRIES:
+            r = self.project(pos, w) - data
+            return 0.5 * float(np.sum(r * r)), self.gradient(pos, w, r)[0], r
+        geo = self.geometry
+        size = int(np.prod(geo.data_shape))
+        a_idx = np.arange(geo.n_angles)[:, None, None]
+        if geo.ndim == 2:
+            (n_det,) = geo.detector_shape
+            idx, val, dval = self._window(geo.detector_coordinates(pos), n_det, derivative=True)
+            flat = a_idx * n_det + idx
+            r_flat = np.bincount(flat.ravel(), weights=(val * w[None, :, None]).ravel(),
+                                 minlength=size) - np.ravel(data)
+            g = r_flat[flat]
+            ds = -np.einsum("ank,ank->an", g, dval) * w[None, :]
+            gx = ds.T @ geo.directions
+        else:
+            n_rows, n_cols = geo.detector_shape
+            u, v = geo.detector_coordinates(pos)
+            iu, bu, dbu = self._window(u, n_cols, derivative=True)
+            iv, bv, dbv = self._window(v, n_rows, derivative=True)
+            flat = (a_idx[..., None] * n_rows + iv[..., :, None]) * n_cols + iu[..., None, :]
+            vals = (bv * w[None, :, None])[..., :, None] * bu[..., None, :]
+            r_flat = np.bincount(flat.ravel(), weights=vals.ravel(), minlength=size) - np.ravel(data)
+            g = r_flat[flat]
+            h = np.einsum("ankl,anl->ank", g, bu)
+            hd = np.einsum("ankl,anl->ank", g, dbu)
+            du = -np.einsum("ank,ank->an", hd, bv) * w[None, :]
+            dv = -np.einsum("ank,ank->an", h, dbv) * w[None, :]
+            gx = du.T @ geo.directions[:, 0, :] + dv.T @ geo.directions[:, 1, :]
+        return 0.5 * float(r_flat @ r_flat), gx, r_flat.reshape(geo.data_shape)
+
     def backproject(self, residual, points) -> np.ndarray:
         """Alias of :meth:`correlate`, under the tomographer's name."""
         return self.correlate(residual, points)
@@ -259,6 +305,51 @@ class ForwardModel:
                 _, bv = self._window(v, geo.detector_shape[0])
                 out[sl] = np.einsum("an,an->n", (bu * bu).sum(-1), (bv * bv).sum(-1))
         return out
+
+    def _separable_profiles(self, axes):
+        """Dense pixel profiles of a 3D single-axis tensor grid: ``bv`` (n_y, n_rows) and, per
+        angle, ``bu`` (n_angles, n_x * n_z, n_cols)."""
+        geo, delta = self.geometry, self.geometry.pixel_size
+        xs, ys, zs = (np.asarray(a, float) for a in axes)
+        bv = pixel_kernel(geo.pixel_centres(0)[None, :] - ys[:, None], self.sigma, delta)
+        e_u = geo.directions[:, 0, :]
+        u = e_u[:, 0, None, None] * xs[None, :, None] + e_u[:, 2, None, None] * zs[None, None, :]
+        u = u.reshape(geo.n_angles, -1)
+        bu = pixel_kernel(geo.pixel_centres(1)[None, None, :] - u[..., None], self.sigma, delta)
+        return bv, bu
+
+    def correlate_grid(self, residual, axes) -> np.ndarray:
+        """:meth:`correlate` at every point of the tensor grid ``axes`` = (xs, ys[, zs]).
+
+        Returns the values in ``meshgrid(*axes, indexing="ij")`` order, raveled. In 3D with
+        the single-axis geometry the atom's projection is separable, so the whole grid costs two
+        matrix products per angle (rows with ``y``, columns with ``(x, z)``) instead of one
+        window per point.
+        """
+        r = self._check_residual(residual)
+        geo = self.geometry
+        if geo.ndim == 3 and geo.single_axis:
+            bv, bu = self._separable_profiles(axes)
+            n_x, n_y, n_z = (len(a) for a in axes)
+            total = np.zeros((n_y, n_x * n_z))
+            for a in range(geo.n_angles):  # few angles; each is two dense products
+                total += (bv @ r[a]) @ bu[a].T
+            return total.reshape(n_y, n_x, n_z).transpose(1, 0, 2).ravel()
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return self.correlate(r, np.stack([m.ravel() for m in mesh], axis=1))
+
+    def self_energy_grid(self, axes) -> np.ndarray:
+        """:meth:`self_energy` on a tensor grid, in the order of :meth:`correlate_grid`."""
+        geo = self.geometry
+        if geo.ndim == 3 and geo.single_axis:
+            bv, bu = self._separable_profiles(axes)
+            sv = (bv * bv).sum(-1)  # (n_y,)
+            su = (bu * bu).sum(-1)  # (A, n_xz)
+            n_x, n_y, n_z = (len(a) for a in axes)
+            total = np.einsum("y,ak->yk", sv, su)
+            return total.reshape(n_y, n_x, n_z).transpose(1, 0, 2).ravel()
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return self.self_energy(np.stack([m.ravel() for m in mesh], axis=1))
 
     def atom_data_energy(self, position=None) -> float:
         """``0.5 ||a(p)||^2`` of one unit atom, at the origin unless ``position`` is given.

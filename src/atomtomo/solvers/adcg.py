@@ -1,0 +1,194 @@
+"""ADCG: alternating descent conditional gradient for atoms (Boyd, Schiebinger & Recht 2017).
+
+The loop, as in the paper (and nboyd/SparseInverseProblems.jl ``ADCG.jl``), over a small model
+interface — here :class:`~atomtomo.solvers.objective.AtomObjective`, which knows the data term,
+the prior and their exact local changes:
+
+1. *add* (the linear minimisation oracle): score every point of a coarse candidate grid by the
+   exact change of the objective from adding one atom there (data term plus alpha times the
+   energy change, best species) and add the best — or several well-separated ones for large
+   problems — if that lowers the objective;
+2. *move*: L-BFGS-B over all positions inside the box, with analytic gradients of both terms;
+3. *prune*: remove atoms whose removal lowers the objective; change species where that helps;
+4. *stop* when no addition lowers the objective (by more than ``tol``), or at the guards.
+
+The greedy loop is only the start: with few angles it stops in poor local minima, so
+:func:`reconstruct_adcg` follows it with the global search of
+:mod:`atomtomo.solvers.global_search` (basin hopping with jump, re-pairing, lattice and cluster
+moves), each hop polished by the same add/move/prune steps.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import InputError
+from .objective import AtomObjective, AtomState
+from .problem import Problem, Reconstruction
+
+
+def candidate_axes(problem: Problem, spacing: float | None = None, max_points: int | None = None):
+    """Axes of the cell-centred tensor grid of candidate points covering the box.
+
+    Default spacing: the blurred atom width ``sqrt(sigma^2 + Delta^2 / 12)``, but no coarser than
+    a quarter bond length, and coarsened to at most ``max_points`` points (default 40 000 in 2D,
+    250 000 in 3D): the move step refines positions continuously, the grid only has to land in
+    the right basin.
+    """
+    box = np.asarray(problem.box, float)
+    d = problem.ndim
+    if spacing is None:
+        spacing = np.hypot(problem.sigma, problem.geometry.pixel_size / np.sqrt(12))
+        if problem.bond_length:
+            spacing = min(spacing, problem.bond_length / 4)
+    if max_points is None:
+        max_points = 40_000 if d == 2 else 250_000
+    extent = box[:, 1] - box[:, 0]
+    spacing = max(float(spacing), float(np.prod(extent) / max_points) ** (1 / d))
+    axes = []
+    for lo, hi in box:
+        n = max(1, int(np.round((hi - lo) / spacing)))
+        h = (hi - lo) / n
+        axes.append(lo + h * (np.arange(n) + 0.5))
+    return axes
+
+
+class Candidates:
+    """The candidate grid of the add step, with its self-energies ``||a(g)||^2`` precomputed.
+
+    Correlating a residual with the whole grid uses the separable fast path of
+    :meth:`ForwardModel.correlate_grid` where the geometry allows it.
+    """
+
+    def __init__(self, model, axes):
+        self.model = model
+        self.axes = [np.asarray(a, float) for a in axes]
+        mesh = np.meshgrid(*self.axes, indexing="ij")
+        self.points = np.stack([m.ravel() for m in mesh], axis=1)
+        self.self_energy = model.self_energy_grid(self.axes)
+
+    def correlate(self, residual):
+        return self.model.correlate_grid(residual, self.axes)
+
+
+def select_additions(points, delta, species, batch: int, separation: float, tol: float):
+    """Indices of up to ``batch`` candidates with ``delta < -tol``, best first, each at least
+    ``separation`` from the ones chosen before it."""
+    order = np.argsort(delta)
+    chosen = []
+    for idx in order[: max(50 * batch, 200)]:
+        if delta[idx] >= -tol or len(chosen) >= batch:
+            break
+        if chosen and np.min(np.linalg.norm(points[chosen] - points[idx], axis=1)) < separation:
+            continue
+        chosen.append(idx)
+    return np.array(chosen, dtype=int)
+
+
+def adcg_iteration(objective: AtomObjective, state: AtomState, candidates: Candidates, *,
+                   batch: int = 1, separation: float = 0.0, tol: float = 0.0,
+                   max_atoms: int | None = None):
+    """One add-move-prune iteration. Returns ``(state, n_added)``; ``n_added = 0`` means converged.
+
+    The objective never increases: an addition is kept only when it lowers ``F``, L-BFGS-B and
+    pruning only lower it.
+    """
+    f0 = objective.value(state)
+    r = objective.residual(state)
+    delta, species = objective.insertion_scores(state, candidates.points, candidates.self_energy,
+                                                corr=candidates.correlate(r))
+    if max_atoms is not None:
+        batch = min(batch, max_atoms - state.n)
+    picks = select_additions(candidates.points, delta, species, batch, separation, tol)
+    if len(picks) == 0:
+        return state, 0
+    trial = state.add(candidates.points[picks], species[picks])
+    if len(picks) > 1 and objective.value(trial) >= f0 - tol:
+        picks = picks[:1]  # the batch interfered with itself: fall back to the single best
+        trial = state.add(candidates.points[picks], species[picks])
+    trial = objective.relax(trial)
+    trial, _ = objective.prune(trial, tol)
+    if objective.value(trial) > f0:  # numerical safety net; cannot happen in exact arithmetic
+        return state, 0
+    return trial, len(picks)
+
+
+def adcg(objective: AtomObjective, state: AtomState, candidates: Candidates, *,
+         max_iterations: int = 1000, max_atoms: int | None = None, batch: int = 1,
+         separation: float = 0.0, tol: float = 0.0, callback=None) -> AtomState:
+    """The ADCG loop: add, move, prune until no addition lowers the objective."""
+    for iteration in range(max_iterations):
+        if max_atoms is not None and state.n >= max_atoms:
+            break
+        state, added = adcg_iteration(objective, state, candidates, batch=batch,
+                                      separation=separation, tol=tol, max_atoms=max_atoms)
+        if callback is not None:
+            callback(iteration, state)
+        if added == 0:
+            break
+    return state
+
+
+# -------------------------------------------------------------------------------------------
+# The method behind `atomtomo reconstruct --method adcg`.
+# -------------------------------------------------------------------------------------------
+
+_OPTIONS = {
+    "potential": str,
+    "hops": int,
+    "patience": int,
+    "batch": int,
+    "grid_spacing": float,
+    "max_atoms": int,
+    "temperature": float,
+    "time_limit": float,
+    "tol": float,
+}
+
+
+def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=None,
+                     initial=None, max_iterations: int | None = None, checkpoint=None,
+                     resume: bool = False, **options) -> Reconstruction:
+    """Grid-free reconstruction: ADCG followed by a global basin-hopping search.
+
+    Parameters
+    ----------
+    problem : Problem
+    alpha : float or "auto"
+        Dimensionless weight of the energy term (see :mod:`atomtomo.solvers.objective`).
+        ``"auto"`` chooses it by the discrepancy principle (:mod:`atomtomo.solvers.alpha`).
+    seed : int
+        Seed of the global search; the same seed gives the same result.
+    callback : callable, optional
+        Called after every iteration with a dict record (see :class:`SearchDriver`).
+    initial : Configuration, optional
+        Starting configuration (default: empty, atoms are added by the add step).
+    max_iterations : int, optional
+        Guard on the number of ADCG iterations (default: 4 x the expected atom count + 50).
+    checkpoint : path, optional
+        Save the full search state there after every iteration (atomically).
+    resume : bool
+        Continue from ``checkpoint`` if it exists.
+    **options
+        potential ("lj" default, "none", "emt"), hops (global-search budget), patience, batch
+        (atoms added per iteration; default grows with the expected count), grid_spacing,
+        max_atoms, temperature (initial basin-hopping temperature, in atom data energies),
+        time_limit (seconds for the global search), tol.
+    """
+    from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)
+
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise InputError(
+            f"unknown ADCG option(s) {', '.join(unknown)}; valid: {', '.join(sorted(_OPTIONS))}"
+        )
+    options = {k: _OPTIONS[k](v) for k, v in options.items()}
+    start = time.perf_counter()
+    driver = SearchDriver(problem, alpha=alpha, seed=seed, initial=initial,
+                          max_iterations=max_iterations, checkpoint=checkpoint, resume=resume,
+                          callback=callback, **options)
+    result = driver.run()
+    result.info["runtime_s"] = round(time.perf_counter() - start + driver.previous_runtime, 3)
+    return result

@@ -1,0 +1,475 @@
+"""Global search on top of ADCG: basin hopping with physically motivated moves.
+
+A greedy add-move-prune loop stops far above the objective of the true configuration: with few
+angles the data cannot say which projected coordinate belongs to which atom, and the local
+optimiser cannot re-pair them. Each *hop* here perturbs the current configuration with one of
+
+* **jump** — remove the atoms that fit worst (smallest removal gain) and re-insert as many at
+  the best-scoring candidate points (sampled among the top few);
+* **re-pair** — give two atoms each other's coordinate along one projection direction while
+  keeping it along another: this leaves two projections unchanged, so it crosses exactly the
+  ridges the local optimiser cannot;
+* **lattice** — move a badly fitting atom to an empty site of the local lattice (sites that
+  continue a neighbour chain or complete a parallelogram of neighbours);
+* **cluster shift** — displace a small group of neighbouring atoms together;
+
+then polishes it with the same add/move/prune steps as ADCG, and accepts it by the Metropolis
+rule at a temperature (in units of one atom's data energy) that decreases geometrically, so the
+search anneals from exploration to descent. The best configuration seen is returned.
+
+:class:`SearchDriver` runs the whole reconstruction as a sequence of iterations (ADCG
+iterations, then hops), so that it can checkpoint after each one and resume exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .._io import atomic_path
+from ..errors import InputError
+from .adcg import Candidates, adcg, adcg_iteration, candidate_axes
+from .objective import AtomObjective, AtomState
+from .problem import Problem, Reconstruction
+
+MOVES = ("jump", "repair", "lattice", "shift")
+
+
+def expected_atom_count(problem: Problem) -> float:
+    """Atom count implied by the data's total mass (spec section 2's mass identity)."""
+    geo = problem.geometry
+    mass = float(np.sum(problem.data)) * geo.pixel_size ** (geo.ndim - 1) / geo.n_angles
+    mean_w = float(np.mean(list(problem.species_weights.values())))
+    return max(mass / mean_w, 1.0)
+
+
+def lattice_sites(positions, bond_length, box, min_gap=0.6):
+    """Empty sites of the local lattice: ``2 x_j - x_k`` (continue a chain of neighbours) and
+    ``x_k + x_l - x_j`` (complete a parallelogram), at least ``min_gap * bond_length`` from every
+    atom and inside the box."""
+    n = len(positions)
+    if n < 2 or not bond_length:
+        return np.zeros((0, positions.shape[1] if positions.ndim == 2 else 2))
+    tree = cKDTree(positions)
+    pairs = tree.query_pairs(1.25 * bond_length, output_type="ndarray")
+    if len(pairs) == 0:
+        return np.zeros((0, positions.shape[1]))
+    j, k = pairs[:, 0], pairs[:, 1]
+    sites = [2 * positions[j] - positions[k], 2 * positions[k] - positions[j]]
+    # Parallelograms: for pairs (j,k) and (j,l) sharing j, propose x_k + x_l - x_j.
+    both = np.concatenate([pairs, pairs[:, ::-1]])
+    order = np.argsort(both[:, 0], kind="stable")
+    both = both[order]
+    starts = np.searchsorted(both[:, 0], np.arange(n))
+    ends = np.searchsorted(both[:, 0], np.arange(n), side="right")
+    deg = ends - starts
+    if deg.max() >= 2:
+        # All neighbour pairs (k, l) of each centre j, vectorised over a padded table.
+        dmax = deg.max()
+        table = np.full((n, dmax), -1)
+        slot = np.arange(len(both)) - starts[both[:, 0]]
+        table[both[:, 0], slot] = both[:, 1]
+        a, b = np.triu_indices(dmax, 1)
+        kk, ll = table[:, a], table[:, b]
+        ok = (kk >= 0) & (ll >= 0)
+        centre = np.broadcast_to(np.arange(n)[:, None], kk.shape)[ok]
+        sites.append(positions[kk[ok]] + positions[ll[ok]] - positions[centre])
+    sites = np.vstack(sites)
+    inside = np.all((sites >= box[:, 0]) & (sites <= box[:, 1]), axis=1)
+    sites = sites[inside]
+    if len(sites) == 0:
+        return sites
+    dist, _ = tree.query(sites)
+    sites = sites[dist >= min_gap * bond_length]
+    if len(sites) == 0:
+        return sites
+    # Merge duplicates (the same site proposed by several neighbours).
+    keys = np.round(sites / (0.2 * bond_length)).astype(np.int64)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return sites[np.sort(first)]
+
+
+class SearchDriver:
+    """Runs ADCG + basin hopping as resumable iterations; see :func:`reconstruct_adcg`."""
+
+    def __init__(self, problem: Problem, *, alpha=0.0, seed=0, initial=None,
+                 max_iterations=None, checkpoint=None, resume=False, callback=None,
+                 potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
+                 max_atoms=None, temperature=0.2, time_limit=None, tol=None):
+        from ..potentials import make_potential
+
+        self.problem = problem
+        self.auto_alpha = isinstance(alpha, str)
+        if self.auto_alpha:
+            if alpha.strip().lower() != "auto":
+                raise InputError(f"alpha must be a non-negative number or 'auto', got {alpha!r}")
+        else:
+            try:
+                alpha = float(alpha)
+            except (TypeError, ValueError):
+                raise InputError(f"alpha must be a non-negative number or 'auto', got {alpha!r}") from None
+            if not np.isfinite(alpha) or alpha < 0:
+                raise InputError(f"alpha must be a non-negative number or 'auto', got {alpha}")
+        needs_prior = self.auto_alpha or alpha > 0
+        bond = problem.bond_length
+        if potential is None:
+            potential = "lj" if bond else "none"
+        if needs_prior and potential != "none" and not bond:
+            raise InputError(
+                "an energy term needs the bond length: pass --bond-length or set the file's bond_length"
+            )
+        self.potential = make_potential(potential, bond, problem.ndim) if bond else make_potential("none", 1.0, problem.ndim)
+        from .alpha import AUTO_SEARCH_ALPHA
+
+        self.alpha = AUTO_SEARCH_ALPHA if self.auto_alpha else alpha
+        self.objective = AtomObjective(problem, self.potential, self.alpha)
+        self.atom_energy = self.objective.atom_energy
+        self.n_expected = expected_atom_count(problem)
+        self.max_atoms = int(max_atoms) if max_atoms else int(3 * self.n_expected + 20)
+        self.max_iterations = int(max_iterations) if max_iterations else int(4 * self.n_expected + 50)
+        self.batch = int(batch) if batch else max(1, int(self.n_expected // 25))
+        self.separation = 0.7 * bond if bond else 2.5 * problem.sigma
+        self.tol = float(tol) if tol is not None else 1e-4 * self.atom_energy
+        self.hops = int(hops) if hops is not None else int(min(400, 80 + 6 * self.n_expected))
+        self.patience = int(patience) if patience is not None else max(40, self.hops // 5)
+        self.temperature = float(temperature)
+        self.time_limit = time_limit
+        self.candidates = Candidates(problem.model, candidate_axes(problem, grid_spacing))
+        self.callback = callback
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.previous_runtime = 0.0
+        self.history = []
+        # Search state (everything the checkpoint holds).
+        self.phase = "adcg"
+        self.iteration = 0
+        self.hop = 0
+        self.stall = 0
+        self.alpha_trials = []  # (alpha, discrepancy^2, state) records of the auto-alpha ladder
+        self.state = AtomState(np.zeros((0, problem.ndim)), np.zeros(0, int))
+        if initial is not None:
+            self.state = self.objective.relax(self.objective.state_from(initial))
+        self.best = self.state.copy()
+        self.best_value = self.objective.value(self.best)
+        self.current_value = self.best_value
+        if resume and self.checkpoint is not None and self.checkpoint.exists():
+            self._load_checkpoint()
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> Reconstruction:
+        t0 = time.perf_counter()
+        while self.phase != "done":
+            if self.phase == "adcg":
+                self._adcg_step()
+            elif self.phase == "hop":
+                self._hop_step(t0)
+            elif self.phase == "alpha":
+                self._alpha_step()
+            self.iteration += 1
+            self._save_checkpoint(t0)
+        return self._result(t0)
+
+    def _adcg_step(self):
+        state, added = adcg_iteration(self.objective, self.state, self.candidates,
+                                      batch=self.batch, separation=self.separation, tol=self.tol,
+                                      max_atoms=self.max_atoms)
+        self._set_current(state)
+        self._report("add", accepted=added > 0, added=added)
+        if added == 0 or state.n >= self.max_atoms or self.iteration + 1 >= self.max_iterations:
+            self.phase = "hop" if self.hops > 0 else self._after_search()
+
+    def _hop_step(self, t0):
+        move = self.rng.choice(MOVES, p=self._move_probabilities())
+        trial, changed = self._propose(move, self.best if self.rng.random() < 0.3 else self.state)
+        temperature = self.temperature * self.atom_energy * 0.02 ** (self.hop / max(self.hops, 1))
+        trial = self._local_relax(trial, changed)
+        value = self.objective.value(trial)
+        # Only proposals that could still be accepted get the full (expensive) polish.
+        if value < self.current_value + 5 * temperature + self.atom_energy:
+            trial = self._polish(trial)
+            value = self.objective.value(trial)
+        delta = value - self.current_value
+        accepted = delta < 0 or self.rng.random() < np.exp(-delta / max(temperature, 1e-300))
+        if accepted:
+            self.state, self.current_value = trial, value
+        if value < self.best_value - self.tol:
+            self.best, self.best_value, self.stall = trial.copy(), value, 0
+        else:
+            self.stall += 1
+        self.hop += 1
+        self._report("hop", accepted=bool(accepted), move=str(move))
+        out_of_time = self.time_limit is not None and time.perf_counter() - t0 > self.time_limit
+        if self.hop >= self.hops or self.stall >= self.patience or out_of_time:
+            self.state = self.objective.relax(self.best, max_iterations=1000)
+            self.state, _ = self.objective.prune(self.state, self.tol)
+            self._set_current(self.state)
+            self.phase = self._after_search()
+
+    def _after_search(self):
+        if self.auto_alpha and not self.alpha_trials:
+            return "alpha"
+        return "done"
+
+    def _alpha_step(self):
+        from .alpha import choose_alpha, alpha_ladder
+
+        ladder = alpha_ladder()
+        k = len(self.alpha_trials)
+        if k < len(ladder):
+            alpha = ladder[k]
+            self.objective.set_alpha(alpha)
+            trial = self._polish(self.best.copy())
+            terms = self.objective.terms(trial)
+            self.alpha_trials.append((alpha, terms["discrepancy"] ** 2, trial))
+            self.state = trial
+            self.current_value = terms["objective"]
+            self._report("alpha", accepted=True, trial_alpha=alpha)
+            return
+        chosen, reason = choose_alpha(self)
+        self.alpha = chosen
+        self.alpha_reason = reason
+        self.objective.set_alpha(chosen)
+        state = next(s for a, _, s in self.alpha_trials if a == chosen)
+        state = self.objective.relax(state, max_iterations=1000)
+        state, _ = self.objective.prune(state, self.tol)
+        self._set_current(state)
+        self.best, self.best_value = self.state.copy(), self.current_value
+        self._report("alpha", accepted=True, trial_alpha=chosen)
+        self.phase = "done"
+
+    # -- moves --------------------------------------------------------------------------------
+    def _move_probabilities(self):
+        can_repair = self.problem.geometry.n_angles >= 2 and self.state.n >= 2
+        can_lattice = bool(self.problem.bond_length) and self.state.n >= 3
+        p = np.array([0.35, 0.35 if can_repair else 0.0, 0.2 if can_lattice else 0.0, 0.1])
+        return p / p.sum()
+
+    def _propose(self, move, state):
+        """Apply one move; returns ``(state, indices of the atoms it changed)``."""
+        state = state.copy()
+        if state.n == 0:
+            return state, np.zeros(0, int)
+        if move == "repair":
+            return self._repair(state)
+        if move == "lattice":
+            return self._lattice(state)
+        if move == "shift":
+            return self._shift(state)
+        return self._jump(state)
+
+    def _worst_atoms(self, state, k):
+        """k atoms drawn among those whose removal costs least (they fit worst)."""
+        scores = self.objective.removal_scores(state)
+        pool = np.argsort(scores)[: max(3 * k, 6)]
+        if self.rng.random() < 0.3:
+            pool = np.arange(state.n)
+        return self.rng.choice(pool, size=min(k, len(pool)), replace=False)
+
+    def _insert(self, state, k):
+        """Insert k atoms one by one at good candidate points (best or one of the top five)."""
+        for _ in range(k):
+            points = self.candidates.points
+            delta, species = self.objective.insertion_scores(
+                state, points, self.candidates.self_energy,
+                corr=self.candidates.correlate(self.objective.residual(state)))
+            top = np.argsort(delta)[:5]
+            pick = top[0] if self.rng.random() < 0.5 else self.rng.choice(top)
+            state = state.add(points[pick], species[pick])
+        return state
+
+    def _jump(self, state):
+        k = int(self.rng.integers(1, 4))
+        k = min(k, state.n)
+        state = state.remove(self._worst_atoms(state, k))
+        return self._insert(state, k), np.arange(state.n, state.n + k)
+
+    def _repair(self, state):
+        """Swap two atoms' coordinates along one projection direction, keep them along another."""
+        geo = self.problem.geometry
+        a, b = self.rng.choice(geo.n_angles, size=2, replace=False)
+        i = int(self.rng.integers(state.n))
+        reach = 3 * (self.problem.bond_length or 4 * self.problem.sigma)
+        near = cKDTree(state.positions).query_ball_point(state.positions[i], reach)
+        near = [j for j in near if j != i] or [j for j in range(state.n) if j != i]
+        j = int(self.rng.choice(near))
+        x = state.positions
+        if geo.ndim == 2:
+            m = geo.directions[[a, b]]
+            if abs(np.linalg.det(m)) < 0.15:
+                return self._jump(state)
+            new_i = np.linalg.solve(m, [x[i] @ m[0], x[j] @ m[1]])
+            new_j = np.linalg.solve(m, [x[j] @ m[0], x[i] @ m[1]])
+        else:
+            # Re-pair within the plane perpendicular to the detector rows (v), keeping each v.
+            eu = geo.directions[[a, b], 0, :]
+            ev = geo.directions[a, 1, :]
+            m = np.vstack([eu, ev])
+            if abs(np.linalg.det(m)) < 0.15:
+                return self._jump(state)
+            new_i = np.linalg.solve(m, [x[i] @ eu[0], x[j] @ eu[1], x[i] @ ev])
+            new_j = np.linalg.solve(m, [x[j] @ eu[0], x[i] @ eu[1], x[j] @ ev])
+        box = self.objective.box
+        state.positions[i] = np.clip(new_i, box[:, 0], box[:, 1])
+        state.positions[j] = np.clip(new_j, box[:, 0], box[:, 1])
+        return state, np.array([i, j])
+
+    def _lattice(self, state):
+        sites = lattice_sites(state.positions, self.problem.bond_length, self.objective.box)
+        k = 1 if self.rng.random() < 0.7 else 2
+        state = state.remove(self._worst_atoms(state, k))
+        changed = np.arange(state.n, state.n + k)
+        if len(sites) == 0:
+            return self._insert(state, k), changed
+        # Insert at the best lattice sites only.
+        for _ in range(k):
+            delta, species = self.objective.insertion_scores(
+                state, sites, self.objective.model.self_energy(sites))
+            top = np.argsort(delta)[:3]
+            pick = top[0] if self.rng.random() < 0.6 else self.rng.choice(top)
+            state = state.add(sites[pick], species[pick])
+        return state, changed
+
+    def _shift(self, state):
+        bond = self.problem.bond_length or 4 * self.problem.sigma
+        c = int(self.rng.integers(state.n))
+        group = cKDTree(state.positions).query_ball_point(state.positions[c], 1.3 * bond)
+        step = self.rng.normal(scale=0.4 * bond, size=state.positions.shape[1])
+        box = self.objective.box
+        state.positions[group] = np.clip(state.positions[group] + step, box[:, 0], box[:, 1])
+        return state, np.asarray(group, int)
+
+    def _local_relax(self, state, changed):
+        """Relax only the changed atoms and their neighbours: cheap, and enough to reject most
+        bad proposals before the full polish."""
+        if state.n == 0 or len(changed) == 0:
+            return state
+        reach = 2.0 * (self.problem.bond_length or 4 * self.problem.sigma)
+        tree = cKDTree(state.positions)
+        near = tree.query_ball_point(state.positions[changed], reach)
+        movable = np.zeros(state.n, bool)
+        movable[np.concatenate([np.asarray(x, int) for x in near])] = True
+        return self.objective.relax(state, max_iterations=60, movable=movable)
+
+    def _polish(self, state):
+        state = self.objective.relax(state)
+        state, _ = self.objective.prune(state, self.tol)
+        return adcg(self.objective, state, self.candidates, max_iterations=8,
+                    max_atoms=self.max_atoms, batch=self.batch, separation=self.separation,
+                    tol=self.tol)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _set_current(self, state):
+        self.state = state
+        self.current_value = self.objective.value(state)
+        if self.current_value < self.best_value or self.phase == "adcg":
+            self.best, self.best_value = state.copy(), self.current_value
+
+    def _report(self, phase, **extra):
+        terms = self.objective.terms(self.state)
+        record = {
+            "iteration": self.iteration,
+            "phase": phase,
+            "n_atoms": self.state.n,
+            "objective": terms["objective"],
+            "data": terms["data"],
+            "discrepancy": terms["discrepancy"],
+            "energy": terms["energy"],
+            "alpha": self.objective.alpha,
+            "best_objective": self.best_value,
+            "hop": self.hop,
+            **extra,
+        }
+        self.history.append(dict(record))
+        if self.callback is not None:
+            record["positions"] = self.state.positions.copy()
+            record["species"] = self.objective.species_of(self.state)
+            self.callback(record)
+
+    def _result(self, t0) -> Reconstruction:
+        final = self.best if self.best_value < self.current_value else self.state
+        terms = self.objective.terms(final)
+        info = {
+            "method": "adcg",
+            "alpha": self.objective.alpha,
+            "alpha_rule": getattr(self, "alpha_reason", "given") if self.auto_alpha else "given",
+            "objective": terms["objective"],
+            "data_discrepancy": terms["discrepancy"],
+            "data_energy": terms["data"],
+            "energy": terms["energy"],
+            "potential": type(self.potential).__name__,
+            "iterations": self.iteration,
+            "hops": self.hop,
+            "n_atoms": final.n,
+            "atom_data_energy": self.atom_energy,
+            "seed": self.seed,
+        }
+        return Reconstruction(self.objective.configuration(final), info, self.history)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _fingerprint(self):
+        h = hashlib.sha256(np.ascontiguousarray(self.problem.data).tobytes())
+        h.update(repr((self.problem.sigma, self.seed, self.alpha if not self.auto_alpha else "auto")).encode())
+        return h.hexdigest()[:16]
+
+    def _save_checkpoint(self, t0):
+        if self.checkpoint is None:
+            return
+        meta = {
+            "fingerprint": self._fingerprint(),
+            "phase": self.phase,
+            "iteration": self.iteration,
+            "hop": self.hop,
+            "stall": self.stall,
+            "alpha": self.objective.alpha,
+            "best_value": self.best_value,
+            "current_value": self.current_value,
+            "rng": self.rng.bit_generator.state,
+            "runtime": self.previous_runtime + time.perf_counter() - t0,
+            "alpha_trials": [(a, d) for a, d, _ in self.alpha_trials],
+            "alpha_reason": getattr(self, "alpha_reason", None),
+        }
+        arrays = {
+            "state_positions": self.state.positions, "state_species": self.state.species,
+            "best_positions": self.best.positions, "best_species": self.best.species,
+        }
+        for k, (_, _, s) in enumerate(self.alpha_trials):
+            arrays[f"trial{k}_positions"] = s.positions
+            arrays[f"trial{k}_species"] = s.species
+        with atomic_path(self.checkpoint) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, meta=np.array(json.dumps(meta, default=int)), **arrays)
+
+    def _load_checkpoint(self):
+        try:
+            with np.load(self.checkpoint, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+        except Exception as exc:
+            raise InputError(f"cannot read checkpoint {self.checkpoint}: {exc}") from None
+        if meta.get("fingerprint") != self._fingerprint():
+            raise InputError(
+                f"checkpoint {self.checkpoint} belongs to another run (data, sigma, seed or alpha differ)"
+            )
+        self.phase = meta["phase"]
+        self.iteration = meta["iteration"]
+        self.hop = meta["hop"]
+        self.stall = meta["stall"]
+        self.objective.set_alpha(meta["alpha"])
+        self.best_value = meta["best_value"]
+        self.current_value = meta["current_value"]
+        self.rng.bit_generator.state = meta["rng"]
+        self.previous_runtime = meta["runtime"]
+        if meta.get("alpha_reason"):
+            self.alpha_reason = meta["alpha_reason"]
+        self.state = AtomState(arrays["state_positions"], arrays["state_species"].astype(int))
+        self.best = AtomState(arrays["best_positions"], arrays["best_species"].astype(int))
+        self.alpha_trials = [
+            (a, d, AtomState(arrays[f"trial{k}_positions"], arrays[f"trial{k}_species"].astype(int)))
+            for k, (a, d) in enumerate(meta["alpha_trials"])
+        ]
