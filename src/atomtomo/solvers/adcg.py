@@ -108,11 +108,32 @@ def adcg_iteration(objective: AtomObjective, state: AtomState, candidates: Candi
     if len(picks) > 1 and objective.value(trial) >= f0 - tol:
         picks = picks[:1]  # the batch interfered with itself: fall back to the single best
         trial = state.add(candidates.points[picks], species[picks])
-    trial = objective.relax(trial)
+    if trial.n > LOCAL_MOVE_ABOVE:
+        # Large problems: move the new atoms and their neighbourhood to convergence, then
+        # everything briefly; each full evaluation costs O(n).
+        trial = objective.relax(trial, movable=_near(trial, state.n, 3 * max(separation, 1e-12)))
+        trial = objective.relax(trial, max_iterations=15)
+    else:
+        trial = objective.relax(trial)
     trial, _ = objective.prune(trial, tol)
     if objective.value(trial) > f0:  # numerical safety net; cannot happen in exact arithmetic
         return state, 0
     return trial, len(picks)
+
+
+#: Above this many atoms the move step after an addition is local first (see adcg_iteration).
+LOCAL_MOVE_ABOVE = 150
+
+
+def _near(state: AtomState, first_new: int, reach: float):
+    """Mask of the atoms within ``reach`` of any atom with index >= ``first_new``."""
+    from scipy.spatial import cKDTree
+
+    hits = cKDTree(state.positions[first_new:]).query_ball_point(state.positions, reach,
+                                                                return_length=True)
+    mask = hits > 0
+    mask[first_new:] = True
+    return mask
 
 
 def adcg(objective: AtomObjective, state: AtomState, candidates: Candidates, *,

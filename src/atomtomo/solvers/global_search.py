@@ -117,13 +117,16 @@ class SearchDriver:
                 raise InputError(f"alpha must be a non-negative number or 'auto', got {alpha}")
         needs_prior = self.auto_alpha or alpha > 0
         bond = problem.bond_length
-        if potential is None:
-            potential = "lj" if bond else "none"
+        potential = "lj" if potential is None else potential
         if needs_prior and potential != "none" and not bond:
             raise InputError(
                 "an energy term needs the bond length: pass --bond-length or set the file's bond_length"
             )
-        self.potential = make_potential(potential, bond, problem.ndim) if bond else make_potential("none", 1.0, problem.ndim)
+        if bond:
+            self.potential = make_potential(potential, bond, problem.ndim,
+                                            species=list(problem.species_weights))
+        else:
+            self.potential = make_potential("none", 1.0, problem.ndim)
         from .alpha import AUTO_SEARCH_ALPHA
 
         self.alpha = AUTO_SEARCH_ALPHA if self.auto_alpha else alpha

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.spatial import cKDTree
 
 from ..configuration import Configuration
 from .problem import Problem
@@ -130,17 +131,27 @@ class AtomObjective:
     def value(self, state: AtomState) -> float:
         return self.terms(state)["objective"]
 
-    def value_and_gradient(self, positions, species) -> tuple[float, np.ndarray]:
-        """``F`` and ``dF/dx`` at ``positions`` (n, d) for fixed species."""
+    def value_and_gradient(self, positions, species, data=None, context=None):
+        """``F`` and ``dF/dx`` at ``positions`` (n, d) for fixed species.
+
+        ``data`` replaces the measured data (a local optimisation passes the data minus the
+        projection of the atoms it keeps fixed); ``context`` are extra fixed atoms
+        ``(positions, species)`` that interact through the potential but do not move.
+        """
         self.n_evaluations += 1
         w = self.species_weights[species]
-        f, g, _ = self.model.data_term(positions, w, self.data)
-        if self.uses_energy and len(positions) > 1:
-            e, ge = self.potential.energy_and_gradient(
-                positions, np.array(self.species_names, dtype=object)[species]
-            )
-            f += self.energy_scale * e
-            g = g + self.energy_scale * ge
+        f, g, _ = self.model.data_term(positions, w, self.data if data is None else data)
+        if self.uses_energy:
+            pos, spec, n = positions, species, len(positions)
+            if context is not None and len(context[0]):
+                pos = np.vstack([positions, context[0]])
+                spec = np.concatenate([species, context[1]])
+            if len(pos) > 1:
+                e, ge = self.potential.energy_and_gradient(
+                    pos, np.array(self.species_names, dtype=object)[spec]
+                )
+                f += self.energy_scale * e
+                g = g + self.energy_scale * ge[:n]
         return f, g
 
     # -- the three discrete operations -------------------------------------------------------
@@ -190,7 +201,9 @@ class AtomObjective:
     def relax(self, state: AtomState, max_iterations: int = 200, movable=None) -> AtomState:
         """L-BFGS-B over positions inside the box (species fixed).
 
-        ``movable``: optional boolean mask; other atoms stay where they are.
+        ``movable``: optional boolean mask; the other atoms stay where they are, and cost
+        nothing per evaluation: their projection is subtracted from the data once, and only
+        those within the potential's reach of a movable atom take part in the energy.
         """
         if state.n == 0:
             return state.copy()
@@ -198,29 +211,45 @@ class AtomObjective:
         mask = np.ones(state.n, bool) if movable is None else np.asarray(movable, bool)
         if not mask.any():
             return state.copy()
-        fixed = state.positions.copy()
         species = state.species
+        data, context = None, None
+        if not mask.all():
+            fixed_pos, fixed_sp = state.positions[~mask], species[~mask]
+            data = self.data - self.model.project(fixed_pos, self.species_weights[fixed_sp])
+            if self.uses_energy:
+                reach = self._interaction_range()
+                near = cKDTree(state.positions[mask]).query_ball_point(fixed_pos, reach,
+                                                                       return_length=True)
+                context = (fixed_pos[near > 0], fixed_sp[near > 0])
+        movable_species = species[mask]
 
         def fun(flat):
-            pos = fixed.copy()
-            pos[mask] = flat.reshape(-1, d)
-            f, g = self.value_and_gradient(pos, species)
-            return f, g[mask].ravel()
+            f, g = self.value_and_gradient(flat.reshape(-1, d), movable_species, data, context)
+            return f, g.ravel()
 
         bounds = np.repeat(self.box[None, :, :], mask.sum(), axis=0).reshape(-1, 2)
         res = minimize(
             fun,
-            fixed[mask].ravel(),
+            state.positions[mask].ravel(),
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
             options={"maxiter": max_iterations, "ftol": 1e-13, "gtol": 1e-10, "maxcor": 20},
         )
-        pos = fixed.copy()
+        pos = state.positions.copy()
         pos[mask] = res.x.reshape(-1, d)
-        new = AtomState(pos, species.copy())
         # L-BFGS-B never returns a worse point than it started from, but guard against NaN.
-        return new if np.all(np.isfinite(pos)) else state.copy()
+        if not np.all(np.isfinite(pos)):
+            return state.copy()
+        return AtomState(pos, species.copy())
+
+    def _interaction_range(self) -> float:
+        """Distance beyond which atoms do not interact through the potential."""
+        cutoff = getattr(self.potential, "cutoff_distance", None)
+        if cutoff:
+            return float(cutoff)
+        bond = getattr(self.potential, "bond_length", None) or 1.0
+        return 2.5 * float(bond)
 
     def prune(self, state: AtomState, tol: float = 0.0) -> tuple[AtomState, int]:
         """Remove atoms while a removal lowers ``F``; then improve species. Returns (state, n removed)."""

@@ -1,0 +1,154 @@
+"""The grid-free ADCG solver with its global search."""
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from atomtomo import ForwardModel, Geometry, InputError
+from atomtomo.solvers import reconstruct
+from atomtomo.solvers.adcg import Candidates, adcg_iteration, candidate_axes
+from atomtomo.solvers.objective import AtomObjective, AtomState
+from atomtomo.solvers.problem import Problem
+
+
+def make_problem(positions, angles_deg, *, ndim=2, detector=(64,), pixel=1 / 48, sigma=0.025,
+                 noise=0.0, bond=None, seed=0):
+    geo = Geometry.from_angles(ndim, np.radians(angles_deg), detector, pixel)
+    model = ForwardModel(geo, sigma)
+    y = model.project(positions)
+    std = None
+    if noise:
+        std = noise * y.max()
+        y = y + np.random.default_rng(seed).normal(scale=std, size=y.shape)
+    box = np.array([[-0.5, 0.5]] * ndim) * (detector[-1] * pixel) * 0.9
+    return Problem(model, y, box, bond_length=bond, noise_std=std)
+
+
+def max_matched_error(found, truth):
+    d = cdist(found, truth)
+    i, j = linear_sum_assignment(d)
+    return d[i, j].max()
+
+
+SMALL = np.array([[-0.2, -0.1], [0.0, -0.2], [0.15, 0.05], [-0.05, 0.15], [0.2, 0.22], [-0.25, 0.2]])
+
+
+def test_exact_recovery_noiseless_five_angles():
+    spacing = 0.2
+    problem = make_problem(SMALL, [0, 36, 72, 108, 144], bond=spacing)
+    rec = reconstruct(problem, "adcg", alpha=0.0, seed=1, hops=30)
+    found = rec.configuration.positions
+    assert len(found) == len(SMALL)
+    assert max_matched_error(found, SMALL) < 1e-3 * spacing
+    assert rec.info["data_discrepancy"] < 1e-4 * np.linalg.norm(problem.data)
+
+
+def test_objective_never_increases_in_an_iteration():
+    problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
+    obj = AtomObjective(problem, _lj(0.2), alpha=0.01)
+    cands = Candidates(problem.model, candidate_axes(problem))
+    state = AtomState(np.zeros((0, 2)), np.zeros(0, int))
+    values = [obj.value(state)]
+    for _ in range(12):
+        state, added = adcg_iteration(obj, state, cands, tol=1e-9)
+        values.append(obj.value(state))
+        if not added:
+            break
+    assert np.all(np.diff(values) <= 1e-12)
+    # And over a whole run the best objective never increases.
+    records = []
+    reconstruct(problem, "adcg", alpha=0.01, seed=0, hops=15, callback=records.append)
+    best = [r["best_objective"] for r in records]
+    assert np.all(np.diff(best) <= 1e-12)
+    adds = [r["objective"] for r in records if r["phase"] == "add"]
+    assert np.all(np.diff(adds) <= 1e-12)
+
+
+def _lj(bond):
+    from atomtomo.potentials import make_potential
+
+    return make_potential("lj", bond, 2)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
+    problem = make_problem(SMALL, [0, 90], bond=0.2, noise=0.01)
+    full = reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=20)
+
+    ckpt = tmp_path / "run.ckpt"
+
+    def kill_at(record):
+        if record["iteration"] == 12:
+            raise Killed
+
+    with pytest.raises(Killed):
+        reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=20, checkpoint=ckpt, callback=kill_at)
+    assert ckpt.exists()
+    resumed = reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=20, checkpoint=ckpt, resume=True)
+    assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
+    assert resumed.info["objective"] == full.info["objective"]
+    assert resumed.info["iterations"] == full.info["iterations"]
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    problem = make_problem(SMALL, [0, 90], bond=0.2)
+    ckpt = tmp_path / "run.ckpt"
+    reconstruct(problem, "adcg", alpha=0.0, seed=3, hops=2, checkpoint=ckpt)
+    with pytest.raises(InputError, match="another run"):
+        reconstruct(problem, "adcg", alpha=0.0, seed=4, hops=2, checkpoint=ckpt, resume=True)
+
+
+def test_two_angles_prior_resolves_repairing():
+    """Zone-axis data at 0 and 90 degrees: alpha = 0 cannot tell re-paired coordinates apart,
+    the Lennard-Jones prior can."""
+    a = 0.15
+    g = (np.arange(4) - 1.5) * a
+    truth = np.array([[x, y] for x in g for y in g])
+    truth = truth[~np.all(np.isclose(truth, [g[1], g[2]]), axis=1)]  # a vacancy
+    problem = make_problem(truth, [0, 90], bond=a, sigma=a / 7, pixel=1 / 64, detector=(64,))
+    rec = reconstruct(problem, "adcg", alpha=0.01, seed=0, hops=40)
+    d = cdist(rec.configuration.positions, truth)
+    i, j = linear_sum_assignment(d)
+    assert len(rec.configuration) == len(truth)
+    assert np.sum(d[i, j] < 0.1 * a) == len(truth)
+
+
+def test_auto_alpha_is_recorded():
+    problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
+    rec = reconstruct(problem, "adcg", alpha="auto", seed=0, hops=10)
+    assert rec.info["alpha_rule"].startswith("discrepancy principle")
+    assert rec.info["alpha"] >= 0
+
+
+def test_three_dimensional_small_particle():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(-0.25, 0.25, size=(6, 3))
+    problem = make_problem(truth, [-50, 0, 50], ndim=3, detector=(40, 40), pixel=1 / 32,
+                           sigma=0.03, bond=0.2)
+    rec = reconstruct(problem, "adcg", alpha=0.0, seed=0, hops=10)
+    assert rec.info["data_discrepancy"] < 0.05 * np.linalg.norm(problem.data)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"alpha": -1.0}, "alpha"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"alpha": "sometimes"}, "alpha"),
+        ({"alpha": 0.0, "colour": 3}, "unknown ADCG option"),
+    ],
+)
+def test_bad_options(kwargs, message):
+    problem = make_problem(SMALL, [0, 90], bond=0.2)
+    with pytest.raises(InputError, match=message):
+        reconstruct(problem, "adcg", **kwargs)
+
+
+def test_energy_term_needs_bond_length():
+    problem = make_problem(SMALL, [0, 90], bond=None)
+    with pytest.raises(InputError, match="bond length"):
+        reconstruct(problem, "adcg", alpha=0.1)
