@@ -40,7 +40,7 @@ CASES = [
     ("poster dislocation", "dislocation", {}, ZONE),
     ("divacancy (square)", "divacancy", {}, ZONE),
     ("hexagonal + vacancy", "hexagonal", {"radius": 0.42, "spacing": 0.15}, ZONE),
-    ("square 17 deg + interstitial", "interstitial", {"rotation": 17.0}, OFF),
+    ("divacancy rotated 17 deg", "divacancy", {"rotation": np.radians(17.0)}, OFF),
     ("grain boundary", "grain-boundary", {}, OFF),
 ]
 OFF_AXIS_ANGLES = {2: [13.0, 101.0], 3: [7.0, 67.0, 131.0]}
@@ -49,8 +49,8 @@ OFF_AXIS_ANGLES = {2: [13.0, 101.0], 3: [7.0, 67.0, 131.0]}
 def angles_for(config, kind, n, rng):
     if kind == ZONE:
         lattice = config.info.get("lattice", "square")
-        rotation = float(config.info.get("rotation", 0.0))
-        base = np.degrees(zone_axis_angles(lattice, np.radians(rotation), n))
+        rotation = float(config.info.get("rotation", 0.0))  # radians
+        base = np.degrees(zone_axis_angles(lattice, rotation, n))
         return base + rng.uniform(-1, 1, size=n)  # misaligned by up to 1 degree
     return np.array(OFF_AXIS_ANGLES[n])
 

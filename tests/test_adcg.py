@@ -37,7 +37,7 @@ SMALL = np.array([[-0.2, -0.1], [0.0, -0.2], [0.15, 0.05], [-0.05, 0.15], [0.2, 
 def test_exact_recovery_noiseless_five_angles():
     spacing = 0.2
     problem = make_problem(SMALL, [0, 36, 72, 108, 144], bond=spacing)
-    rec = reconstruct(problem, "adcg", alpha=0.0, seed=1, hops=30)
+    rec = reconstruct(problem, "adcg", alpha=0.0, seed=1, hops=15, sweeps=0)
     found = rec.configuration.positions
     assert len(found) == len(SMALL)
     assert max_matched_error(found, SMALL) < 1e-3 * spacing
@@ -58,7 +58,7 @@ def test_objective_never_increases_in_an_iteration():
     assert np.all(np.diff(values) <= 1e-12)
     # And over a whole run the best objective never increases.
     records = []
-    reconstruct(problem, "adcg", alpha=0.01, seed=0, hops=15, callback=records.append)
+    reconstruct(problem, "adcg", alpha=0.01, seed=0, hops=10, sweeps=3, callback=records.append)
     best = [r["best_objective"] for r in records]
     assert np.all(np.diff(best) <= 1e-12)
     adds = [r["objective"] for r in records if r["phase"] == "add"]
@@ -77,7 +77,7 @@ class Killed(Exception):
 
 def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
     problem = make_problem(SMALL, [0, 90], bond=0.2, noise=0.01)
-    full = reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=20)
+    full = reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=10, sweeps=3)
 
     ckpt = tmp_path / "run.ckpt"
 
@@ -86,9 +86,11 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=20, checkpoint=ckpt, callback=kill_at)
+        reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=10, sweeps=3, checkpoint=ckpt,
+                    callback=kill_at)
     assert ckpt.exists()
-    resumed = reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=20, checkpoint=ckpt, resume=True)
+    resumed = reconstruct(problem, "adcg", alpha=0.01, seed=3, hops=10, sweeps=3, checkpoint=ckpt,
+                          resume=True)
     assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
     assert resumed.info["objective"] == full.info["objective"]
     assert resumed.info["iterations"] == full.info["iterations"]
@@ -110,7 +112,7 @@ def test_two_angles_prior_resolves_repairing():
     truth = np.array([[x, y] for x in g for y in g])
     truth = truth[~np.all(np.isclose(truth, [g[1], g[2]]), axis=1)]  # a vacancy
     problem = make_problem(truth, [0, 90], bond=a, sigma=a / 7, pixel=1 / 64, detector=(64,))
-    rec = reconstruct(problem, "adcg", alpha=0.01, seed=0, hops=40)
+    rec = reconstruct(problem, "adcg", alpha=0.01, seed=0, hops=25, sweeps=0)
     d = cdist(rec.configuration.positions, truth)
     i, j = linear_sum_assignment(d)
     assert len(rec.configuration) == len(truth)
@@ -119,7 +121,7 @@ def test_two_angles_prior_resolves_repairing():
 
 def test_auto_alpha_is_recorded():
     problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
-    rec = reconstruct(problem, "adcg", alpha="auto", seed=0, hops=10)
+    rec = reconstruct(problem, "adcg", alpha="auto", seed=0, hops=5, sweeps=0)
     assert rec.info["alpha_rule"].startswith("discrepancy principle")
     assert rec.info["alpha"] >= 0
 
@@ -129,7 +131,7 @@ def test_three_dimensional_small_particle():
     truth = rng.uniform(-0.25, 0.25, size=(6, 3))
     problem = make_problem(truth, [-50, 0, 50], ndim=3, detector=(40, 40), pixel=1 / 32,
                            sigma=0.03, bond=0.2)
-    rec = reconstruct(problem, "adcg", alpha=0.0, seed=0, hops=10)
+    rec = reconstruct(problem, "adcg", alpha=0.0, seed=0, hops=5)
     assert rec.info["data_discrepancy"] < 0.05 * np.linalg.norm(problem.data)
 
 

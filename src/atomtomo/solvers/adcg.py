@@ -166,6 +166,8 @@ _OPTIONS = {
     "temperature": float,
     "time_limit": float,
     "tol": float,
+    "sweeps": int,
+    "lattice_start": lambda v: str(v).lower() in ("1", "true", "yes", "on"),
 }
 
 
@@ -195,7 +197,10 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
     **options
         potential ("lj" default, "none", "emt"), hops (global-search budget), patience, batch
         (atoms added per iteration; default grows with the expected count), grid_spacing,
-        max_atoms, temperature (initial basin-hopping temperature, in atom data energies),
+        max_atoms, temperature (initial annealing and basin-hopping temperature, in atom data
+        energies), sweeps (simulated-annealing sweeps over positions before basin hopping),
+        lattice_start (2D: also start from lattices fitted to the data; default on when the
+        bond length is known),
         time_limit (seconds for the global search), tol.
     """
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)

@@ -100,7 +100,8 @@ class SearchDriver:
     def __init__(self, problem: Problem, *, alpha=0.0, seed=0, initial=None,
                  max_iterations=None, checkpoint=None, resume=False, callback=None,
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
-                 max_atoms=None, temperature=0.2, time_limit=None, tol=None):
+                 max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
+                 lattice_start=None):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -141,6 +142,12 @@ class SearchDriver:
         self.hops = int(hops) if hops is not None else int(min(400, 80 + 6 * self.n_expected))
         self.patience = int(patience) if patience is not None else max(40, self.hops // 5)
         self.temperature = float(temperature)
+        # Annealing sweeps: each re-draws every atom's position from its heat-bath distribution.
+        self.sweeps = int(sweeps) if sweeps is not None else (20 if self.n_expected <= 400 else 0)
+        self.sweep = 0
+        # Lattice-fitted starts (2D crystals): on by default when the bond length is known.
+        self.lattice_start = (problem.ndim == 2 and bool(bond)) if lattice_start is None else bool(lattice_start)
+        self.start = "greedy"
         self.time_limit = time_limit
         self.candidates = Candidates(problem.model, candidate_axes(problem, grid_spacing))
         self.callback = callback
@@ -170,6 +177,10 @@ class SearchDriver:
         while self.phase != "done":
             if self.phase == "adcg":
                 self._adcg_step()
+            elif self.phase == "seed":
+                self._seed_step()
+            elif self.phase == "anneal":
+                self._anneal_step()
             elif self.phase == "hop":
                 self._hop_step(t0)
             elif self.phase == "alpha":
@@ -185,7 +196,90 @@ class SearchDriver:
         self._set_current(state)
         self._report("add", accepted=added > 0, added=added)
         if added == 0 or state.n >= self.max_atoms or self.iteration + 1 >= self.max_iterations:
-            self.phase = "hop" if self.hops > 0 else self._after_search()
+            self.phase = "seed" if self.lattice_start else self._next_after_seed()
+
+    def _next_after_seed(self):
+        return "anneal" if self.sweeps > 0 else self._next_after_anneal()
+
+    def _seed_step(self):
+        """Try starts from lattices fitted to the data; keep one if it ends lower than greedy."""
+        from .lattice_seed import lattice_seeds
+
+        for seed_state, info in lattice_seeds(self.objective, self.problem.bond_length,
+                                              tol=self.tol, per_kind=2):
+            state = adcg(self.objective, seed_state, self.candidates, max_iterations=20,
+                         max_atoms=self.max_atoms, batch=self.batch,
+                         separation=self.separation, tol=self.tol)
+            value = self.objective.value(state)
+            if value < self.best_value - self.tol:
+                self.best, self.best_value = state.copy(), value
+                self.start = f"{info['lattice']} lattice at {info['theta_deg']:.2f} deg"
+        self.state, self.current_value = self.best.copy(), self.best_value
+        self._report("seed", accepted=self.start != "greedy", start=self.start)
+        self.phase = self._next_after_seed()
+
+    def _match_expected_count(self, state):
+        """Bring the atom count to the one the data's total mass implies (one species only):
+        the anneal moves atoms but keeps their number, and greedy ADCG often stops a few short."""
+        if len(self.objective.species_names) != 1:
+            return state
+        target = int(round(self.n_expected))
+        if state.n > target:
+            state = state.remove(np.argsort(self.objective.removal_scores(state))[: state.n - target])
+        while state.n < min(target, self.max_atoms):
+            delta, species = self.objective.insertion_scores(
+                state, self.candidates.points, self.candidates.self_energy,
+                corr=self.candidates.correlate(self.objective.residual(state)))
+            pick = int(np.argmin(delta))
+            state = state.add(self.candidates.points[pick], species[pick])
+        return state
+
+    def _next_after_anneal(self):
+        return "hop" if self.hops > 0 else self._after_search()
+
+    def _anneal_step(self):
+        """One sweep of simulated annealing over positions (heat-bath moves).
+
+        Every atom in turn is taken out and put back at a candidate point drawn with
+        probability ``exp(-Delta F / T)``, where ``Delta F`` is the exact change of the
+        objective from inserting it there (data and energy). At high ``T`` atoms hop between
+        the ghost intersections of the back-projections; as ``T`` falls they settle where the
+        data and the prior agree. ``T`` falls geometrically from ``temperature`` to 1/50 of it
+        (in atom data energies) over the sweeps; the sweep ends with a full relaxation, and
+        the best configuration seen is kept.
+        """
+        state = self.state.copy()
+        if self.sweep == 0:
+            state = self._match_expected_count(state)
+        if state.n:
+            frac = self.sweep / max(self.sweeps - 1, 1)
+            temperature = self.temperature * self.atom_energy * 0.02 ** frac
+            cands = self.candidates
+            weights = self.objective.species_weights
+            r = self.objective.residual(state)
+            for i in self.rng.permutation(state.n):
+                w = weights[state.species[i]]
+                r = r - self.objective.model.project(state.positions[i:i + 1], [w])
+                others = state.remove(i)
+                delta, species = self.objective.insertion_scores(
+                    others, cands.points, cands.self_energy, corr=cands.correlate(r))
+                p = np.exp(-(delta - delta.min()) / temperature)
+                pick = self.rng.choice(len(p), p=p / p.sum())
+                state.positions[i] = cands.points[pick]
+                state.species[i] = species[pick]
+                r = r + self.objective.model.project(state.positions[i:i + 1],
+                                                     [weights[species[pick]]])
+        state = self.objective.relax(state)
+        self.state = state
+        self.current_value = self.objective.value(state)
+        if self.current_value < self.best_value:
+            self.best, self.best_value = state.copy(), self.current_value
+        self.sweep += 1
+        self._report("anneal", accepted=True, sweep=self.sweep)
+        if self.sweep >= self.sweeps:
+            self.state = self.best.copy()
+            self.current_value = self.best_value
+            self.phase = self._next_after_anneal()
 
     def _hop_step(self, t0):
         move = self.rng.choice(MOVES, p=self._move_probabilities())
@@ -408,6 +502,8 @@ class SearchDriver:
             "potential": type(self.potential).__name__,
             "iterations": self.iteration,
             "hops": self.hop,
+            "sweeps": self.sweep,
+            "start": self.start,
             "n_atoms": final.n,
             "atom_data_energy": self.atom_energy,
             "seed": self.seed,
@@ -428,6 +524,8 @@ class SearchDriver:
             "phase": self.phase,
             "iteration": self.iteration,
             "hop": self.hop,
+            "sweep": self.sweep,
+            "start": self.start,
             "stall": self.stall,
             "alpha": self.objective.alpha,
             "best_value": self.best_value,
@@ -462,6 +560,8 @@ class SearchDriver:
         self.phase = meta["phase"]
         self.iteration = meta["iteration"]
         self.hop = meta["hop"]
+        self.sweep = meta.get("sweep", 0)
+        self.start = meta.get("start", "greedy")
         self.stall = meta["stall"]
         self.objective.set_alpha(meta["alpha"])
         self.best_value = meta["best_value"]
