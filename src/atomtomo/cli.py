@@ -1,0 +1,1289 @@
+"""The ``atomtomo`` command line (spec section 5), built on click and rich.
+
+Commands: ``project``, ``simulate``, ``reconstruct``, ``evaluate``, ``plot``, ``demo``,
+``train-locator``, ``reproduce``, ``import-mrc``, ``import-tiff``. See ``docs/cli.md``.
+
+Exit status: 0 on success; 2 for bad input or usage, with ONE line on stderr,
+``atomtomo <command>: error: <what is wrong>``, and no traceback; 1 for an internal error (one
+line; the traceback only with ``--debug`` or ``ATOMTOMO_DEBUG=1``); 130 when interrupted. Every
+output file is written atomically (:func:`atomtomo._io.atomic_path`): complete or absent.
+
+Values are typed as users type them: angles in degrees (``--angles -60,0,60`` and
+``--angles=-60,0,60`` both work), detectors as ``N`` (2D) or ``NxM`` (3D: N rows, M columns).
+Heavy modules (solvers, plotting, torch, dask) are imported inside the commands that use them,
+so ``atomtomo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from ._io import atomic_path
+from .errors import InputError
+
+#: The 8-byte signature every HDF5 file starts with (at offset 0 for files written by h5py).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+#: Default matching tolerance, as a fraction of the bond length.
+TOLERANCE_FRACTION = 0.1
+
+#: simulate's default atom width and pixel size, as fractions of the phantom's bond length.
+SIGMA_FRACTION = 1 / 8
+PIXEL_FRACTION = 1 / 10
+
+#: At most this many frames are kept for ``--animate`` (older frames are thinned evenly).
+MAX_FRAMES = 200
+
+# Which command is running and whether tracebacks are wanted; set per invocation by main().
+_STATE = {"command": None, "debug": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Error handling: one line on stderr, the right exit status.
+# ---------------------------------------------------------------------------------------------
+def _one_line(text) -> str:
+    return " ".join(str(text).split()) or "unknown error"
+
+
+def _prefix(command=None) -> str:
+    command = command or _STATE["command"]
+    return f"atomtomo {command}" if command else "atomtomo"
+
+
+def _debug_wanted() -> bool:
+    return _STATE["debug"] or os.environ.get("ATOMTOMO_DEBUG", "").strip() not in ("", "0")
+
+
+def _fail(message, code, command=None, show_traceback=False) -> int:
+    if show_traceback and _debug_wanted():
+        traceback.print_exc()
+    click.echo(f"{_prefix(command)}: {message}", err=True)
+    return code
+
+
+class AtomtomoGroup(click.Group):
+    """The top-level group: turns every failure into one line and an exit status."""
+
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            _STATE["command"] = cmd.name
+        return name, cmd, rest
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _STATE["command"] = None
+        _STATE["debug"] = False
+        if args is None:
+            args = sys.argv[1:]
+        args = list(args)
+        prog_name = prog_name or "atomtomo"
+        if hasattr(self, "_main_shell_completion"):  # click's shell completion (_ATOMTOMO_COMPLETE)
+            self._main_shell_completion(extra, prog_name, complete_var)
+        code = self._run(args, prog_name, extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, args, prog_name, extra) -> int:
+        try:
+            with self.make_context(prog_name, args, **extra) as ctx:
+                self.invoke(ctx)
+            return 0
+        except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.UsageError as exc:
+            command = None
+            if exc.ctx is not None and exc.ctx.parent is not None:
+                command = exc.ctx.command.name
+            hint = f" (see '{_prefix(command)} --help')" if command or exc.ctx is not None else ""
+            return _fail(f"error: {_one_line(exc.format_message())}{hint}", 2, command)
+        except click.ClickException as exc:  # e.g. click.FileError
+            return _fail(f"error: {_one_line(exc.format_message())}", 2)
+        except InputError as exc:
+            return _fail(f"error: {_one_line(exc)}", 2, show_traceback=True)
+        except (KeyboardInterrupt, click.Abort):
+            return _fail("interrupted; no partial output was written", 130)
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            # Unreadable inputs / unwritable outputs that a reader did not already report.
+            return _fail(f"error: {_one_line(exc)}", 2, show_traceback=True)
+        except BrokenPipeError:
+            return 1
+        except Exception as exc:  # noqa: BLE001 -- everything else is our bug
+            msg = f"{type(exc).__name__}: {_one_line(exc)}"
+            tail = "" if _debug_wanted() else " (rerun with --debug or ATOMTOMO_DEBUG=1 for the traceback)"
+            return _fail(f"internal error: {msg}{tail}", 1, show_traceback=True)
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        _STATE["debug"] = True
+    return value
+
+
+_debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug, hidden=True,
+    help="Show the traceback of internal errors."
+)
+_quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+
+
+def _output_option(help_text, required=True, default=None):
+    return click.option("-o", "--output", "output", type=click.Path(dir_okay=False),
+                        required=required, default=default, help=help_text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter types: values as users type them. Each failure is a click.BadParameter (exit 2).
+# ---------------------------------------------------------------------------------------------
+def _parse_numbers(text: str, what: str):
+    """Comma-separated finite floats; raise ValueError saying what is wrong."""
+    items = str(text).split(",")
+    if not str(text).strip():
+        raise ValueError(f"expected {what}, got an empty value")
+    values = []
+    for item in items:
+        if not item.strip():
+            raise ValueError(f"{text!r} has an empty item; expected {what}")
+        try:
+            v = float(item)
+        except ValueError:
+            raise ValueError(f"{item.strip()!r} is not a number; expected {what}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{item.strip()!r} is not a finite number")
+        values.append(v)
+    return values
+
+
+class AnglesType(click.ParamType):
+    """Tilt angles in degrees: ``-60,0,60``, or a text file with one angle per line (IMOD .tlt)."""
+
+    name = "DEG[,DEG...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [float(v) for v in value]
+        what = "comma-separated angles in degrees, e.g. -60,0,60"
+        try:
+            return _parse_numbers(value, what)
+        except ValueError as exc:
+            if os.path.isfile(str(value)):
+                return self._from_file(str(value), param, ctx)
+            self.fail(str(exc), param, ctx)
+
+    def _from_file(self, path, param, ctx):
+        try:
+            text = Path(path).read_text().replace(",", " ").split()
+            values = [float(t) for t in text]
+        except (OSError, UnicodeDecodeError, ValueError):
+            self.fail(f"angle file {path} must hold numbers (degrees), one per line", param, ctx)
+        if not values or not all(math.isfinite(v) for v in values):
+            self.fail(f"angle file {path} must hold finite numbers (degrees)", param, ctx)
+        return values
+
+
+class DetectorType(click.ParamType):
+    """``N`` (2D: N pixels) or ``NxM`` (3D: N rows, M columns); positive integers."""
+
+    name = "N[xM]"
+    _pattern = re.compile(r"^\s*(\d+)\s*(?:[x\u00d7]\s*(\d+)\s*)?$", re.IGNORECASE)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        m = self._pattern.match(str(value))
+        if not m:
+            self.fail(f"{value!r} is not a detector size: use N (2D) or NxM (3D), e.g. 128 or 64x96",
+                      param, ctx)
+        shape = tuple(int(g) for g in m.groups() if g is not None)
+        if any(n < 1 for n in shape):
+            self.fail(f"{value!r}: detector sizes must be positive", param, ctx)
+        return shape
+
+
+class NumberType(click.ParamType):
+    """A finite float, ``> minimum`` (``open``) or ``>= minimum``."""
+
+    def __init__(self, minimum=None, open=False):
+        self.minimum, self.open = minimum, open
+        self.name = "FLOAT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = float(value)
+        else:
+            try:
+                v = float(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.minimum is not None:
+            if self.open and v <= self.minimum:
+                self.fail(f"must be > {self.minimum:g}, got {value}", param, ctx)
+            if not self.open and v < self.minimum:
+                self.fail(f"must be >= {self.minimum:g}, got {value}", param, ctx)
+        return v
+
+
+POSITIVE = NumberType(0.0, open=True)
+NON_NEGATIVE = NumberType(0.0)
+
+
+class AlphaType(click.ParamType):
+    """The energy weight: a number >= 0, or ``auto``."""
+
+    name = "A|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return NON_NEGATIVE.convert(value, param, ctx)
+
+
+class KeyValueType(click.ParamType):
+    """``KEY=VALUE`` (the value stays a string; the receiver parses it)."""
+
+    name = "KEY=VALUE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        key, sep, val = str(value).partition("=")
+        if not sep or not key.strip():
+            self.fail(f"{value!r} is not KEY=VALUE", param, ctx)
+        return key.strip(), val.strip()
+
+
+class BoxType(click.ParamType):
+    """``lo,hi[,lo,hi...]``: one (lo, hi) pair per axis."""
+
+    name = "LO,HI[,LO,HI...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, np.ndarray):
+            return value
+        try:
+            v = _parse_numbers(value, "lo,hi pairs, one per axis, e.g. -0.5,0.5,-0.5,0.5")
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if len(v) % 2 or len(v) not in (4, 6):
+            self.fail(f"{value!r}: give one lo,hi pair per axis (4 numbers in 2D, 6 in 3D)", param, ctx)
+        box = np.array(v).reshape(-1, 2)
+        if np.any(box[:, 1] <= box[:, 0]):
+            self.fail(f"{value!r}: each lo must be smaller than its hi", param, ctx)
+        return box
+
+
+ANGLES = AnglesType()
+DETECTOR = DetectorType()
+SEED = click.IntRange(min=0)
+NDIM = click.Choice(["2", "3"])
+
+
+def _noise_options(f):
+    f = click.option("--dose", type=POSITIVE, default=None,
+                     help="Poisson noise: electrons per unit area (in the data's length unit).")(f)
+    f = click.option("--relative-noise", type=NON_NEGATIVE, default=None,
+                     help="Gaussian noise std as a fraction of the largest projection value.")(f)
+    f = click.option("--noise-std", type=NON_NEGATIVE, default=None,
+                     help="Gaussian noise standard deviation (absolute).")(f)
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers.
+# ---------------------------------------------------------------------------------------------
+def _stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _say(quiet, message):
+    """A human-readable result line on stdout (suppressed by ``--quiet``)."""
+    if not quiet:
+        click.echo(message)
+
+
+def _check_output(path, flag="-o") -> Path:
+    """Fail early (before any work) if an output cannot be written under ``path``."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a directory; give a file name")
+    if not parent.is_dir():
+        raise InputError(f"output directory does not exist: {parent}")
+    return path
+
+
+def _check_distinct(**paths):
+    """Two outputs under one name would overwrite each other."""
+    seen = {}
+    for flag, p in paths.items():
+        if p is None:
+            continue
+        key = os.path.abspath(str(p))
+        if key in seen:
+            raise InputError(f"{seen[key]} and {flag} name the same file: {p}")
+        seen[key] = flag
+
+
+def is_hdf5(path) -> bool:
+    """True if ``path`` is a file starting with the HDF5 signature (the extension is ignored)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == HDF5_SIGNATURE
+    except (IsADirectoryError, PermissionError):
+        return False
+    except FileNotFoundError:
+        raise InputError(f"file not found: {path}") from None
+
+
+def _read_tiltseries(path):
+    """Read a tilt series and check what every command relies on."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"tilt-series file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"{path} is not a file")
+    if not is_hdf5(path):
+        raise InputError(f"{path} is not an HDF5 tilt-series file")
+    from .tiltseries import read_tiltseries
+
+    ts = read_tiltseries(path)
+    proj = np.asarray(ts.projections)
+    if proj.shape != tuple(ts.geometry.data_shape):
+        raise InputError(
+            f"{path}: projections have shape {proj.shape} but the geometry expects "
+            f"{tuple(ts.geometry.data_shape)}"
+        )
+    if not np.all(np.isfinite(proj)):
+        raise InputError(f"{path}: projections contain NaN or infinite values")
+    return ts
+
+
+def _jsonable(value):
+    """Plain-JSON version of ``value``: numpy to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (float, np.floating)):
+        return "nan" if not math.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _ndim_of_detector(shape) -> int:
+    return len(shape) + 1
+
+
+def _with_ndim(config, ndim, source):
+    """``config`` in ``ndim`` dimensions: a planar (z = 0) configuration may be lifted to 3D."""
+    from .configuration import Configuration
+
+    if config.ndim == ndim:
+        return config
+    if config.ndim == 2 and ndim == 3:
+        pos = np.column_stack([config.positions, np.zeros(config.n_atoms)])
+        return Configuration(pos, config.species, config.species_weights, dict(config.info))
+    raise InputError(f"{source} is 3D (some z != 0) but the projection is 2D")
+
+
+# ---------------------------------------------------------------------------------------------
+# The group.
+# ---------------------------------------------------------------------------------------------
+@click.group(cls=AtomtomoGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="atomtomo")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="Show tracebacks of internal errors (also ATOMTOMO_DEBUG=1).")
+def cli():
+    """Grid-free atomic electron tomography: atom positions from a few projections.
+
+    Angles on the command line are in degrees; lengths are in the data's unit. Exit status: 0
+    success, 2 bad input (one line on stderr), 1 internal error, 130 interrupted.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# project
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("atoms", metavar="ATOMS.xyz")
+@click.option("--angles", type=ANGLES, required=True, help="Tilt angles in degrees, e.g. -60,0,60.")
+@click.option("--detector", type=DETECTOR, required=True,
+              help="N pixels (2D) or NxM (3D: N rows, M columns).")
+@click.option("--pixel-size", type=POSITIVE, required=True, help="Pixel width, in the data's unit.")
+@click.option("--sigma", type=POSITIVE, required=True, help="Standard deviation of every atom.")
+@click.option("--ndim", type=NDIM, default=None,
+              help="2 or 3 (default: the detector's; it must agree with the atoms and detector).")
+@_noise_options
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the noise.")
+@click.option("--box", type=BoxType(), default=None,
+              help="Reconstruction domain lo,hi per axis (default: the atom file's box, else the "
+                   "detector's span).")
+@click.option("--bond-length", type=POSITIVE, default=None,
+              help="Nearest-neighbour distance to record (default: the atom file's bond_length).")
+@click.option("--length-unit", default=None, help="Length unit to record, e.g. angstrom.")
+@_output_option("The tilt series to write (HDF5).")
+@_quiet_option
+@_debug_option
+def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relative_noise, dose, seed,
+            box, bond_length, length_unit, output, quiet):
+    """Project the atoms in ATOMS.xyz (spec section 2) and write a tilt series with them as
+    ground truth (spec section 3)."""
+    from .configuration import read_xyz
+    from .geometry import Geometry
+
+    out = _check_output(output)
+    config = read_xyz(atoms)
+    ndim = _resolve_ndim(ndim, detector, config, atoms)
+    config = _with_ndim(config, ndim, atoms)
+    geometry = Geometry.from_angles(ndim, np.radians(angles), detector, pixel_size)
+    if box is None and config.info.get("box") is not None:
+        box = config.info["box"]
+    if bond_length is None:
+        bond_length = _positive_or_none(config.info.get("bond_length"))
+    if length_unit is None:
+        length_unit = str(config.info.get("length_unit", ""))
+    ts = _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond_length,
+                   length_unit)
+    _write_tiltseries(ts, out)
+    _say(quiet, _summary_tiltseries(out, ts, config))
+
+
+def _resolve_ndim(ndim, detector, config, source) -> int:
+    """The projection's dimension: the detector's, checked against --ndim and the atom file."""
+    det_ndim = _ndim_of_detector(detector)
+    det_text = "x".join(map(str, detector))
+    if ndim is not None and int(ndim) != det_ndim:
+        kind = "N (2D)" if int(ndim) == 2 else "NxM (3D)"
+        raise InputError(f"--ndim {ndim} does not match --detector {det_text}: a {ndim}D projection "
+                         f"needs a detector of the form {kind}")
+    if config.ndim == 3 and det_ndim == 2:
+        raise InputError(f"{source} is 3D (some z != 0) but --detector {det_text} is a 2D detector; "
+                         "use NxM")
+    return det_ndim
+
+
+def _positive_or_none(value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond_length,
+              length_unit):
+    from .tiltseries import simulate_tiltseries
+
+    if noise_std is not None and relative_noise is not None:
+        raise InputError("give at most one of --noise-std and --relative-noise")
+    if box is not None:
+        box = np.asarray(box, dtype=float)
+        if box.shape != (geometry.ndim, 2):
+            raise InputError(f"--box needs {geometry.ndim} lo,hi pairs for a {geometry.ndim}D "
+                             f"projection, got {len(box)}")
+    return simulate_tiltseries(config, geometry, sigma, noise_std=noise_std,
+                               relative_noise=relative_noise, dose=dose, seed=seed, box=box,
+                               bond_length=bond_length, length_unit=length_unit or "")
+
+
+def _write_tiltseries(ts, out):
+    from .tiltseries import write_tiltseries
+
+    with atomic_path(out) as tmp:
+        write_tiltseries(ts, tmp)
+
+
+def _summary_tiltseries(out, ts, config) -> str:
+    geo = ts.geometry
+    noise = ""
+    if ts.noise_std:
+        noise = f", noise std {ts.noise_std:.4g}" + (f" ({ts.noise_model})" if ts.noise_model else "")
+    return (f"wrote {out}: {geo.ndim}D, {geo.n_angles} angle(s), detector "
+            f"{'x'.join(map(str, geo.detector_shape))}, pixel size {geo.pixel_size:.4g}, sigma "
+            f"{ts.atom_sigma:.4g}, {config.n_atoms} atoms{noise}")
+
+
+# ---------------------------------------------------------------------------------------------
+# simulate
+# ---------------------------------------------------------------------------------------------
+def _list_phantoms_callback(ctx, param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from rich.table import Table
+
+    from .phantoms import list_phantoms
+
+    table = Table("name", "dim", "parameters (defaults)", "description", title="phantoms")
+    for p in list_phantoms():
+        params = ", ".join(
+            f"{k}={'REQUIRED' if k in p.get('required', []) else _fmt_param(v)}"
+            for k, v in p["params"].items())
+        table.add_row(p["name"], f"{p['ndim']}D", params, p["description"])
+    _stdout_console().print(table)
+    ctx.exit(0)
+
+
+def _fmt_param(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_fmt_param(v) for v in value)
+    return str(value)
+
+
+@cli.command()
+@click.option("--phantom", default=None, help="Phantom name (see --list-phantoms).")
+@click.option("--param", "params", type=KeyValueType(), multiple=True,
+              help="Phantom parameter KEY=VALUE (repeatable), e.g. --param spacing=0.15.")
+@click.option("--list-phantoms", is_flag=True, expose_value=False, is_eager=True,
+              callback=_list_phantoms_callback, help="List the phantoms and their parameters.")
+@click.option("--angles", type=ANGLES, default=None, help="Tilt angles in degrees.")
+@click.option("--zone-axis", type=click.IntRange(1, 3), default=None,
+              help="Instead of --angles: the first 1-3 zone axes of a 2D lattice phantom.")
+@click.option("--detector", type=DETECTOR, default=None,
+              help="N (2D) or NxM (3D); default: enough pixels of --pixel-size to cover the box.")
+@click.option("--pixel-size", type=POSITIVE, default=None,
+              help="Default: the detector covers the box at every angle (or bond length / 10).")
+@click.option("--sigma", type=POSITIVE, default=None, help="Atom width; default bond length / 8.")
+@_noise_options
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="Seeds the phantom (where random) and the noise.")
+@click.option("--write-truth", type=click.Path(dir_okay=False), default=None,
+              help="Also write the phantom as an atom file.")
+@_output_option("The tilt series to write (HDF5).")
+@_quiet_option
+@_debug_option
+def simulate(phantom, params, angles, zone_axis, detector, pixel_size, sigma, noise_std,
+             relative_noise, dose, seed, write_truth, output, quiet):
+    """Build a test configuration (lattices with defects, nanoparticles) and project it.
+
+    Defaults: sigma = bond length / 8; the detector is centred on the axis and covers the
+    phantom's box at every angle (2D: its circumscribed circle; 3D: the x-z circle across the
+    columns, the y extent along the rows); with neither --detector nor --pixel-size, the pixel
+    size is bond length / 10.
+    """
+    from .geometry import Geometry
+    from .phantoms import build_phantom
+
+    if phantom is None:
+        raise InputError("missing option --phantom (see --list-phantoms)")
+    out = _check_output(output)
+    if write_truth is not None:
+        _check_output(write_truth, "--write-truth")
+    _check_distinct(**{"-o": output, "--write-truth": write_truth})
+    config = build_phantom(phantom, dict(params), seed=seed)
+    ndim = config.ndim
+    info = config.info
+    bond = _positive_or_none(info.get("bond_length"))
+    if angles is not None and zone_axis is not None:
+        raise InputError("give either --angles or --zone-axis, not both")
+    if zone_axis is not None:
+        angles = _zone_axis_degrees(config, zone_axis)
+    if angles is None:
+        raise InputError("missing option --angles (or --zone-axis)")
+    if detector is not None and _ndim_of_detector(detector) != ndim:
+        det_text = "x".join(map(str, detector))
+        need = "N" if ndim == 2 else "NxM"
+        raise InputError(f"phantom {config.info.get('phantom', phantom)!r} is {ndim}D but --detector "
+                         f"{det_text} is {_ndim_of_detector(detector)}D; use {need}")
+    box = np.asarray(info["box"], float) if info.get("box") is not None else None
+    if box is None:
+        lo, hi = config.positions.min(axis=0), config.positions.max(axis=0)
+        pad = bond or 0.1 * max(float(np.max(hi - lo)), 1.0)
+        box = np.column_stack([lo - pad, hi + pad])
+    if sigma is None:
+        if bond is None:
+            raise InputError(f"phantom {phantom!r} has no bond length: pass --sigma")
+        sigma = SIGMA_FRACTION * bond
+    detector, pixel_size = default_detector(box, detector, pixel_size, bond)
+    geometry = Geometry.from_angles(ndim, np.radians(angles), detector, pixel_size)
+    ts = _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond,
+                   str(info.get("length_unit", "")))
+    if write_truth is not None:
+        from .configuration import write_xyz
+
+        write_xyz(config, write_truth)
+    _write_tiltseries(ts, out)
+    _say(quiet, _summary_tiltseries(out, ts, config) + f" (phantom {info.get('phantom', phantom)})")
+    if write_truth is not None:
+        _say(quiet, f"wrote {write_truth}: the phantom's atoms")
+
+
+def _zone_axis_degrees(config, n):
+    from .phantoms import zone_axis_angles
+
+    lattice = config.info.get("lattice")
+    if config.ndim != 2 or lattice is None:
+        raise InputError(f"--zone-axis needs a 2D lattice phantom; {config.info.get('phantom')!r} "
+                         "has no lattice type: use --angles")
+    rotation = float(config.info.get("rotation", 0.0) or 0.0)
+    return [float(a) for a in np.degrees(zone_axis_angles(lattice, rotation, n))]
+
+
+def default_detector(box, detector=None, pixel_size=None, bond_length=None):
+    """Detector shape and pixel size that cover ``box`` at every tilt angle.
+
+    The detector is centred on the axis, so its half-width must reach the farthest box corner:
+    in 2D the corner's distance from the origin; in 3D (tilt axis y) the corner's distance in the
+    x-z plane across the columns and ``|y|`` along the rows. Missing values are filled in: a
+    given detector gets the pixel size that makes it cover the box, a given pixel size gets
+    enough pixels, and with neither the pixel size is ``bond_length / 10``.
+    """
+    box = np.asarray(box, dtype=float)
+    ndim = len(box)
+    corners = np.array(np.meshgrid(*box, indexing="ij")).reshape(ndim, -1).T
+    if ndim == 2:
+        half = np.array([np.max(np.linalg.norm(corners, axis=1))])
+    else:
+        half = np.array([np.max(np.abs(corners[:, 1])), np.max(np.hypot(corners[:, 0], corners[:, 2]))])
+    span = 2 * half
+    if detector is None:
+        if pixel_size is None:
+            if bond_length is None:
+                raise InputError("give --detector or --pixel-size (the phantom has no bond length)")
+            pixel_size = PIXEL_FRACTION * bond_length
+        detector = tuple(int(max(1, math.ceil(s / pixel_size - 1e-9))) for s in span)
+    elif pixel_size is None:
+        pixel_size = float(np.max(span / np.asarray(detector, float)))
+    return tuple(detector), float(pixel_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# reconstruct
+# ---------------------------------------------------------------------------------------------
+def _accepts(fn, name) -> bool:
+    """True if ``fn`` names parameter ``name`` explicitly (not merely through ``**kwargs``)."""
+    try:
+        p = inspect.signature(fn).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return p is not None and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+
+
+def _parse_option_value(text: str):
+    """An ``--option`` value: int, float or bool when it reads as one, else the string."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(t)
+        except ValueError:
+            pass
+    return t
+
+
+class _Progress:
+    """Drives the live display from solver callbacks; collects history lines and frames."""
+
+    def __init__(self, live: bool, status: bool, history_file=None, keep_frames=False,
+                 interval=5.0):
+        self.live, self.status = live, status
+        self.history_file = history_file
+        self.keep_frames = keep_frames
+        self.frames, self.stride, self.count = [], 1, 0
+        self.interval, self.last_status = interval, time.monotonic()
+        self.progress = self.task = None
+        self.t0 = time.monotonic()
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                     TimeElapsedColumn(), console=_stderr_console(), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
+
+    @staticmethod
+    def describe(record) -> str:
+        parts = [f"iteration {record.get('iteration', '?')}"]
+        if record.get("phase"):
+            parts.append(str(record["phase"]))
+        if "n_atoms" in record:
+            parts.append(f"{record['n_atoms']} atoms")
+        if record.get("objective") is not None:
+            parts.append(f"objective {_fmt(record['objective'])}")
+        if record.get("best_objective") is not None:
+            parts.append(f"best {_fmt(record['best_objective'])}")
+        return ", ".join(parts)
+
+    def __call__(self, record):
+        record = dict(record)
+        self.count += 1
+        if self.history_file is not None:
+            light = {k: v for k, v in record.items()
+                     if k not in ("positions", "species", "weights")
+                     and not (isinstance(v, np.ndarray) and v.size > 16)}
+            self.history_file.write(json.dumps(_jsonable(light)) + "\n")
+        if self.keep_frames and record.get("positions") is not None:
+            self._add_frame(record)
+        if self.progress is not None:
+            self.progress.update(self.task, description=self.describe(record))
+        elif self.status and time.monotonic() - self.last_status >= self.interval:
+            self.last_status = time.monotonic()
+            click.echo(f"{_prefix()}: {self.describe(record)}", err=True)
+
+    def _add_frame(self, record):
+        if (self.count - 1) % self.stride:
+            return
+        frame = {"positions": np.array(record["positions"], dtype=float, copy=True),
+                 "iteration": record.get("iteration", self.count),
+                 "objective": record.get("objective"),
+                 "n_atoms": record.get("n_atoms", len(record["positions"]))}
+        if record.get("phase") is not None:
+            frame["phase"] = record["phase"]
+        self.frames.append(frame)
+        if len(self.frames) > MAX_FRAMES:  # thin evenly: keep every other frame from now on
+            self.frames = self.frames[::2]
+            self.stride *= 2
+
+
+@cli.command()
+@click.argument("tiltseries", metavar="TILT.h5")
+@click.option("--method", default="adcg", show_default=True,
+              help="Reconstruction method: adcg, sirt, fista, annealing, learned.")
+@click.option("--alpha", type=AlphaType(), default=0.0, show_default=True,
+              help="Weight of the potential-energy term (>= 0), or 'auto'.")
+@click.option("--bond-length", type=POSITIVE, default=None,
+              help="Minimum of the pair potential (default: the file's bond_length).")
+@click.option("--sigma", type=POSITIVE, default=None, help="Override the file's atom_sigma.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the method.")
+@click.option("--initial", type=click.Path(dir_okay=False), default=None,
+              help="Start from this atom file (methods that support it).")
+@click.option("--max-iterations", type=click.IntRange(min=0), default=None,
+              help="Iteration guard (methods that support it).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Save the search state here after every iteration (methods that support it).")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option("--history", type=click.Path(dir_okay=False), default=None,
+              help="Write one JSON line per iteration here.")
+@click.option("--animate", type=click.Path(dir_okay=False), default=None,
+              help="Write an animation of the run (.gif or .mp4).")
+@click.option("--model", type=click.Path(dir_okay=False), default=None,
+              help="Trained locator model (method learned).")
+@click.option("--option", "options", type=KeyValueType(), multiple=True,
+              help="Method option KEY=VALUE (repeatable), e.g. --option hops=50.")
+@_output_option("The reconstructed atoms (extended XYZ).")
+@_quiet_option
+@_debug_option
+def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, max_iterations,
+                checkpoint, resume, history, animate, model, options, output, quiet):
+    """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
+
+    Progress (iteration, atoms, objective) goes to stderr; the comment line of the output holds
+    the method's record (method, alpha, objective, data_discrepancy, energy, ...).
+    """
+    from .solvers import get_method
+    from .solvers.problem import Problem
+
+    out = _check_output(output)
+    for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint)):
+        if path is not None:
+            _check_output(path, flag)
+    _check_distinct(**{"-o": output, "--history": history, "--animate": animate,
+                       "--checkpoint": checkpoint})
+    fn = get_method(method)
+    kwargs = {"alpha": alpha, "seed": seed}
+    if resume and checkpoint is None:
+        raise InputError("--resume needs --checkpoint FILE")
+    wanted = {"initial": initial, "max_iterations": max_iterations, "checkpoint": checkpoint,
+              "resume": resume or None, "model": model}
+    for name, value in wanted.items():
+        if value is None:
+            continue
+        if not _accepts(fn, name):
+            raise InputError(f"--{name.replace('_', '-')} is not supported by method {method}")
+        kwargs[name] = value
+    for key, value in options:
+        key = key.replace("-", "_")
+        if key in kwargs or key in ("callback", "problem"):
+            raise InputError(f"--option {key}=... clashes with a command-line option; use that")
+        kwargs[key] = _parse_option_value(value)
+
+    ts = _read_tiltseries(tiltseries)
+    problem = Problem.from_tiltseries(ts, sigma=sigma, bond_length=bond_length)
+    if "initial" in kwargs:
+        from .configuration import read_xyz
+
+        init = read_xyz(initial, ndim=problem.ndim)
+        if not init.species_weights:
+            init.species_weights = dict(problem.species_weights)
+        kwargs["initial"] = init
+    if "checkpoint" in kwargs:
+        kwargs["checkpoint"] = str(kwargs["checkpoint"])
+
+    live = not quiet and sys.stderr.isatty()
+    if not quiet and not live:
+        click.echo(f"{_prefix()}: {method} on {tiltseries} ({problem.ndim}D, "
+                   f"{problem.geometry.n_angles} angles, alpha={alpha})", err=True)
+    with contextlib.ExitStack() as stack:
+        hist = None
+        if history is not None:
+            hist_tmp = stack.enter_context(atomic_path(history))
+            hist = stack.enter_context(open(hist_tmp, "w"))
+        tracker = stack.enter_context(
+            _Progress(live=live, status=not quiet, history_file=hist, keep_frames=animate is not None)
+        )
+        recon = fn(problem, callback=tracker, **kwargs)
+        info = _jsonable(dict(recon.info))
+        info.setdefault("method", method)
+        info["source"] = Path(tiltseries).name
+        if problem.length_unit:
+            info.setdefault("length_unit", problem.length_unit)
+        from .configuration import write_xyz
+
+        if animate is not None:
+            _animate(tracker, recon, problem, animate)
+        write_xyz(recon.configuration, out, **{k: v for k, v in info.items() if v is not None})
+    if not quiet:
+        _say(quiet, f"wrote {out}: {recon.configuration.n_atoms} atoms; " + ", ".join(
+            f"{k} {_fmt(info.get(k))}" for k in ("objective", "data_discrepancy", "energy",
+                                                   "alpha", "iterations", "runtime_s")
+            if k in info))
+        for flag, path in (("history", history), ("animation", animate)):
+            if path is not None:
+                _say(quiet, f"wrote {path}: {flag}")
+
+
+def _animate(tracker, recon, problem, path):
+    from .plotting import animate_run
+
+    frames = list(tracker.frames)
+    final = recon.configuration
+    if not frames or frames[-1].get("n_atoms") != final.n_atoms or not np.array_equal(
+            frames[-1]["positions"], final.positions):
+        frames.append({"positions": np.array(final.positions), "iteration": recon.info.get(
+            "iterations", len(frames)), "objective": recon.info.get("objective"),
+            "n_atoms": final.n_atoms, "phase": "final"})
+    with atomic_path(path) as tmp:
+        animate_run(frames, tmp, truth=problem.ground_truth, box=problem.box)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------
+def load_truth(path, ndim=None):
+    """Ground truth from an atom file or a tilt-series file (told apart by the HDF5 signature).
+
+    Returns ``(configuration, bond_length or None, description)``; ``ndim`` is the dimension to
+    read an atom file in (None: from the file).
+    """
+    from .configuration import read_xyz
+
+    if not Path(path).exists():
+        raise InputError(f"truth file not found: {path}")
+    if is_hdf5(path):
+        from .tiltseries import read_tiltseries
+
+        ts = read_tiltseries(path)
+        if ts.ground_truth is None:
+            raise InputError(f"{path} is a tilt series without ground_truth")
+        return ts.ground_truth, _positive_or_none(ts.bond_length), "the tilt series' bond_length"
+    config = read_xyz(path, ndim=ndim)
+    return config, _positive_or_none(config.info.get("bond_length")), "the truth file's bond_length"
+
+
+def median_nn_distance(positions) -> float | None:
+    """Median nearest-neighbour distance of a configuration (None for fewer than 2 atoms)."""
+    from scipy.spatial import cKDTree
+
+    positions = np.asarray(positions, dtype=float)
+    if len(positions) < 2:
+        return None
+    d, _ = cKDTree(positions).query(positions, k=2)
+    return float(np.median(d[:, 1])) or None
+
+
+def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
+    """The metrics of ``atomtomo evaluate`` as a dict (see :func:`atomtomo.metrics.match_atoms`).
+
+    Adds ``tolerance``, ``tolerance_source`` and ``bond_length``.
+    """
+    from .configuration import read_xyz
+
+    truth, bond, source = load_truth(truth_path)
+    found = read_xyz(recon_path, ndim=truth.ndim)
+    if tolerance is None:
+        if bond is None:
+            bond = median_nn_distance(truth.positions)
+            source = "the truth's median nearest-neighbour distance"
+        if bond is None:
+            raise InputError("cannot derive a tolerance (no bond length, fewer than 2 true atoms): "
+                             "pass --tolerance")
+        tolerance = TOLERANCE_FRACTION * bond
+        tolerance_source = f"{TOLERANCE_FRACTION:g} x bond length {bond:.6g} from {source}"
+    else:
+        tolerance_source = "--tolerance"
+    from .metrics import match_atoms
+
+    result = match_atoms(found, truth, tolerance)
+    metrics = _jsonable(result.as_dict())
+    metrics["tolerance"] = float(tolerance)
+    metrics["tolerance_source"] = tolerance_source
+    metrics["bond_length"] = None if bond is None else float(bond)
+    return metrics
+
+
+@cli.command()
+@click.argument("recon", metavar="RECON.xyz")
+@click.option("--truth", required=True, help="Atom file, or tilt-series .h5 with ground_truth.")
+@click.option("--tolerance", type=POSITIVE, default=None,
+              help="Match distance (default: 0.1 x bond length).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@_debug_option
+def evaluate(recon, truth, tolerance, as_json):
+    """Match the atoms of RECON.xyz one to one with the truth and report precision, recall, F1
+    and distances."""
+    metrics = evaluate_files(recon, truth, tolerance)
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    from rich.table import Table
+
+    table = Table("metric", "value", title=f"{recon} vs {truth}")
+    for key, value in metrics.items():
+        if key not in ("tolerance_source",):
+            table.add_row(key, _fmt(value))
+    console = _stdout_console()
+    console.print(table)
+    console.print(f"tolerance used: {metrics['tolerance']:.6g} ({metrics['tolerance_source']})")
+
+
+# ---------------------------------------------------------------------------------------------
+# plot
+# ---------------------------------------------------------------------------------------------
+def _figure_of(obj):
+    """The matplotlib Figure behind whatever a plotting function returned."""
+    from matplotlib.figure import Figure
+
+    if isinstance(obj, Figure):
+        return obj
+    if isinstance(obj, (tuple, list)) and obj:
+        return _figure_of(obj[0])
+    fig = getattr(obj, "figure", None)
+    if isinstance(fig, Figure):
+        return fig
+    import matplotlib.pyplot as plt
+
+    return plt.gcf()
+
+
+@cli.command()
+@click.argument("source", metavar="RECON.xyz|TILT.h5")
+@click.option("--truth", default=None, help="Atom file or tilt series with ground truth to overlay.")
+@click.option("--tilt-series", "tilt", default=None,
+              help="The tilt series reconstructed (for its box, ground truth and bond length).")
+@click.option("--tolerance", type=POSITIVE, default=None, help="Match distance for colouring.")
+@click.option("--title", default=None, help="Figure title.")
+@_output_option("The figure (.png, .pdf, .svg).")
+@_quiet_option
+@_debug_option
+def plot(source, truth, tilt, tolerance, title, output, quiet):
+    """Plot a reconstruction (with its truth), or the projections of a tilt series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plotting import plot_projections, plot_reconstruction, save_figure
+
+    out = _check_output(output)
+    if not Path(source).exists():
+        raise InputError(f"file not found: {source}")
+    if is_hdf5(source):
+        if truth is not None or tilt is not None:
+            raise InputError("--truth and --tilt-series apply to reconstructions, not to a tilt series")
+        ts = _read_tiltseries(source)
+        fig = _figure_of(plot_projections(ts))
+        with atomic_path(out) as tmp:
+            save_figure(fig, tmp)
+        _say(quiet, f"wrote {out}: projections of {source}")
+        return
+    from .configuration import read_xyz
+
+    box = bond = truth_cfg = None
+    ndim = None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        box, ndim, truth_cfg, bond = ts.domain, ts.ndim, ts.ground_truth, _positive_or_none(ts.bond_length)
+    if truth is not None:
+        truth_cfg, tbond, _ = load_truth(truth, ndim=ndim)
+        bond = bond or tbond
+        ndim = truth_cfg.ndim
+    found = read_xyz(source, ndim=ndim)
+    if truth_cfg is not None and tolerance is None:
+        bond = bond or median_nn_distance(truth_cfg.positions)
+        tolerance = None if bond is None else TOLERANCE_FRACTION * bond
+    if box is None and found.info.get("box") is not None:
+        box = np.asarray(found.info["box"], float) if not isinstance(found.info["box"], str) else \
+            np.asarray(json.loads(found.info["box"]), float)
+    fig = _figure_of(plot_reconstruction(found, truth=truth_cfg, box=box, tolerance=tolerance,
+                                         title=title or Path(source).name))
+    with atomic_path(out) as tmp:
+        save_figure(fig, tmp)
+    _say(quiet, f"wrote {out}: {found.n_atoms} atoms" +
+         ("" if truth_cfg is None else f" against {truth_cfg.n_atoms} true atoms"))
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@_output_option("Directory for the demo's files.", required=False, default="atomtomo-demo")
+@click.option("--quick", is_flag=True, help="A smaller search budget (about a minute or less).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@_quiet_option
+@_debug_option
+def demo(output, quick, seed, quiet):
+    """Simulate the poster's interstitial lattice, project it at 3 angles with 1% noise,
+    reconstruct it with ADCG, evaluate and plot; print where everything went."""
+    from .demo import run_demo
+
+    live = not quiet and sys.stderr.isatty()
+    log = None if quiet else (lambda msg: click.echo(f"{_prefix()}: {msg}", err=True))
+    with _Progress(live=live, status=False) as tracker:
+        result = run_demo(output, quick=quick, seed=seed, callback=tracker, log=log)
+    if quiet:
+        return
+    from rich.table import Table
+
+    table = Table("output", "path", title="atomtomo demo")
+    for key, path in result["files"].items():
+        table.add_row(key, str(path))
+    console = _stdout_console()
+    console.print(table)
+    m = result["metrics"]
+    console.print(
+        f"method {result['method']}: {m['n_found']} atoms found of {m['n_true']}, "
+        f"F1 {_fmt(m['f1'])}, precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}, "
+        f"rmsd {_fmt(m['rmsd'])} (tolerance {_fmt(m['tolerance'])}), {result['runtime_s']:.1f} s"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# train-locator
+# ---------------------------------------------------------------------------------------------
+@cli.command("train-locator")
+@click.option("--angles", type=ANGLES, required=True, help="Tilt angles in degrees.")
+@click.option("--steps", type=click.IntRange(min=0), required=True, help="Optimisation steps.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--noise", type=NON_NEGATIVE, default=0.01, show_default=True,
+              help="Gaussian noise as a fraction of the largest projection value.")
+@click.option("--resume", is_flag=True, help="Continue from OUT.pt.ckpt if it exists.")
+@click.option("--time-limit", type=POSITIVE, default=None, help="Stop training after this many seconds.")
+@_output_option("The model file (.pt).")
+@_quiet_option
+@_debug_option
+def train_locator_command(angles, steps, seed, noise, resume, time_limit, output, quiet):
+    """Train the learned atom locator for one set of tilt angles."""
+    out = _check_output(output)
+    from .learn import require_torch
+
+    require_torch()
+    from .learn.train import train_locator
+
+    live = not quiet and sys.stderr.isatty()
+    console = _stderr_console()
+    log = None if quiet else (lambda msg: console.print(f"{_prefix()}: {msg}"))
+    kwargs = {"seed": seed, "noise": noise}
+    if resume:
+        kwargs["resume"] = True
+    if time_limit is not None:
+        kwargs["time_limit"] = time_limit
+    if live:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+                      console=console) as bar:
+            task = bar.add_task("train", total=max(steps, 1), loss="-")
+
+            def progress(step, loss):
+                bar.update(task, completed=step, loss=f"{loss:.4f}")
+
+            summary = train_locator(np.radians(angles), steps, out, progress=progress, log=log,
+                                    **kwargs)
+    else:
+        summary = train_locator(np.radians(angles), steps, out, log=log, **kwargs)
+    v = summary.get("validation", {})
+    _say(quiet, f"wrote {out}: {summary.get('steps')} steps, validation F1 {_fmt(v.get('f1'))} "
+                f"(precision {_fmt(v.get('precision'))}, recall {_fmt(v.get('recall'))})")
+
+
+# ---------------------------------------------------------------------------------------------
+# reproduce
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("experiment")
+@click.option("--quick", is_flag=True, help="A reduced version (minutes, not hours).")
+@click.option("--scheduler", default=None, help="Address of a dask scheduler (default: local).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local dask workers.")
+@_output_option("Directory for the results.", required=True)
+@_quiet_option
+@_debug_option
+def reproduce(experiment, quick, scheduler, workers, output, quiet):
+    """Run one of the project's experiments (see atomtomo.experiments.EXPERIMENTS)."""
+    from . import experiments
+
+    run_experiment = getattr(experiments, "run_experiment", None)
+    registry = getattr(experiments, "EXPERIMENTS", None)
+    if run_experiment is None:
+        raise InputError("this installation has no experiments (atomtomo.experiments.run_experiment)")
+    if registry is not None and experiment not in registry:
+        raise InputError(f"unknown experiment {experiment!r}; choose one of: {', '.join(registry)}")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out} exists and is not a directory")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise InputError(f"output directory does not exist: {out.parent}")
+    params = inspect.signature(run_experiment).parameters
+    kwargs = {}
+    for name, value in (("quick", quick), ("scheduler", scheduler), ("workers", workers)):
+        if value is None or value is False:
+            continue
+        if name not in params:
+            raise InputError(f"--{name} is not supported by atomtomo.experiments.run_experiment")
+        kwargs[name] = value
+    for name in ("progress", "log"):
+        if name in params and not quiet:
+            kwargs[name] = lambda msg, *a: click.echo(f"{_prefix()}: {msg}", err=True)
+            break
+    dir_name = next((n for n in ("out_dir", "output_dir", "outdir", "output", "directory", "path")
+                     if n in params), None)
+    if dir_name is not None:
+        kwargs[dir_name] = out
+        result = run_experiment(experiment, **kwargs)
+    else:
+        result = run_experiment(experiment, out, **kwargs)
+    _say(quiet, f"experiment {experiment}: results in {out}")
+    if isinstance(result, dict) and not quiet:
+        for key, value in result.items():
+            if isinstance(value, (str, int, float, Path)) and not isinstance(value, bool):
+                click.echo(f"  {key}: {value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# import-mrc / import-tiff
+# ---------------------------------------------------------------------------------------------
+def _import_options(f):
+    f = click.option("--length-unit", default=None, help="Length unit, e.g. angstrom.")(f)
+    f = click.option("--bond-length", type=POSITIVE, default=None,
+                     help="Nearest-neighbour distance of the material.")(f)
+    f = click.option("--sigma", type=POSITIVE, default=None, help="Atom width (atom_sigma).")(f)
+    f = click.option("--ndim", type=NDIM, default="3", show_default=True,
+                     help="3: a stack of 2D images; 2: a stack of 1D profiles.")(f)
+    f = click.option("--pixel-size", type=POSITIVE, default=None,
+                     help="Pixel width (default: from the file's header, if it has one).")(f)
+    f = click.option("--angles", type=ANGLES, required=True,
+                     help="Tilt angles in degrees (comma-separated), or a file with one per line.")(f)
+    return f
+
+
+def _run_import(importer, stack, angles, pixel_size, ndim, sigma, bond_length, length_unit, output,
+                quiet):
+    out = _check_output(output)
+    if not Path(stack).is_file():
+        raise InputError(f"file not found: {stack}")
+    kwargs = {"ndim": int(ndim)}
+    optional = {"atom_sigma": sigma, "bond_length": bond_length, "length_unit": length_unit}
+    for name, value in optional.items():
+        if value is None:
+            continue
+        if not _accepts(importer, name):
+            raise InputError(f"--{name.replace('atom_', '').replace('_', '-')} is not supported by "
+                             f"{importer.__name__}")
+        kwargs[name] = value
+    ts = importer(stack, np.radians(angles), pixel_size, **kwargs)
+    if bond_length is not None and ts.bond_length is None:
+        ts.bond_length = bond_length
+    _write_tiltseries(ts, out)
+    geo = ts.geometry
+    _say(quiet, f"wrote {out}: {geo.ndim}D, {geo.n_angles} angles, detector "
+                f"{'x'.join(map(str, geo.detector_shape))}, pixel size {geo.pixel_size:.4g}")
+
+
+@cli.command("import-mrc")
+@click.argument("stack", metavar="STACK.mrc")
+@_import_options
+@_output_option("The tilt series to write (HDF5).")
+@_quiet_option
+@_debug_option
+def import_mrc_command(stack, angles, pixel_size, ndim, sigma, bond_length, length_unit, output, quiet):
+    """Convert an MRC tilt stack (one image per angle) into a tilt-series file."""
+    from .tiltseries import import_mrc
+
+    _run_import(import_mrc, stack, angles, pixel_size, ndim, sigma, bond_length, length_unit,
+                output, quiet)
+
+
+@cli.command("import-tiff")
+@click.argument("stack", metavar="STACK.tif")
+@_import_options
+@_output_option("The tilt series to write (HDF5).")
+@_quiet_option
+@_debug_option
+def import_tiff_command(stack, angles, pixel_size, ndim, sigma, bond_length, length_unit, output,
+                        quiet):
+    """Convert a TIFF tilt stack (one page per angle) into a tilt-series file."""
+    from .tiltseries import import_tiff
+
+    _run_import(import_tiff, stack, angles, pixel_size, ndim, sigma, bond_length, length_unit,
+                output, quiet)
+
+
+def main(argv=None):
+    """Console-script entry point: ``atomtomo ...``."""
+    return cli.main(args=argv, prog_name="atomtomo")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
