@@ -1,6 +1,7 @@
 """The learned locator: loss, merging, SIRT map, a tiny end-to-end training run, model selection."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,35 @@ def test_loss_padding_and_weights():
     assert per.shape == (2,) and float(per[1]) == pytest.approx(float(missing), rel=1e-5)
 
 
+def test_loss_gradient_matches_autograd_reference():
+    """The hand-written backward pass equals autograd through the plain formula."""
+    gen = torch.Generator().manual_seed(0)
+    b, k, m = 2, 9, 5
+    p = (torch.rand(b, k, 2, generator=gen, dtype=torch.float64) * 0.6 - 0.3).requires_grad_()
+    w = torch.rand(b, k, generator=gen, dtype=torch.float64).requires_grad_()
+    t = torch.rand(b, m, 2, generator=gen, dtype=torch.float64) * 0.6 - 0.3
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.float64)
+    spacing = torch.tensor([0.15, 0.3], dtype=torch.float64)
+
+    def reference(p, w):
+        total = 0
+        for scale in (0.05, 0.1, 0.2, 0.4):
+            s2 = (scale * spacing)[:, None, None] ** 2
+
+            def gram(a, c):
+                return torch.exp(-((a[:, :, None] - c[:, None]) ** 2).sum(-1) / (2 * s2))
+            total = total + (torch.einsum("bi,bij,bj->b", mask, gram(t, t), mask)
+                             - 2 * torch.einsum("bi,bij,bj->b", mask, gram(t, p), w)
+                             + torch.einsum("bi,bij,bj->b", w, gram(p, p), w))
+        return (total / mask.sum(1)).mean()
+
+    ours = kernel_distance(p, w, t, mask, spacing)
+    ref = reference(p, w)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+    for g, r in zip(torch.autograd.grad(ours, (p, w)), torch.autograd.grad(ref, (p, w))):
+        np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-9, atol=1e-12)
+
+
 # -- merging ------------------------------------------------------------------------------------
 def test_merge_candidates():
     pos = np.array([[0.0, 0.0], [0.02, 0.0],    # one atom split between two cells
@@ -75,18 +105,25 @@ def test_f1_score():
 
 
 # -- SIRT map and augmentation ------------------------------------------------------------------
-def test_sirt_map_matches_iterative_sirt():
-    acq = data.acquisition(np.radians([0, 60, 120]), grid=16, n_det=24, pixel_size=1 / 16,
-                           sigma=0.05, sirt_iterations=30)
-    model = data.unit_model(acq)
-    A = data.system_matrix(model, data.UNIT_BOX, (16, 16))
-    sirt = data.SirtMap(A, (16, 16), 30)
-    y = model.project([[0.1, -0.2], [-0.25, 0.05]], [1.0, 1.0])
-    ref = data.sirt_iterative(A, y.ravel(), 30)[0].reshape(16, 16)
-    np.testing.assert_allclose(sirt(y), ref, atol=1e-5 * np.abs(ref).max())
-    # ... and the project's SIRT, which inference uses.
-    img = data.sirt_image(model, y, data.UNIT_BOX, (16, 16), 30)
-    np.testing.assert_allclose(sirt(y), img, atol=1e-4 * np.abs(img).max())
+def test_sirt_map_matches_project_sirt():
+    """Training-time SIRT (one precomputed map) == inference-time grid.sirt, to rounding."""
+    from atomtomo.solvers.grid import PixelGrid, sirt
+    from atomtomo.solvers.problem import Problem
+
+    for angles, relaxation in ((np.radians([0, 60, 120]), 1.0), (locator.uniform_angles(2), 1.5)):
+        acq = data.acquisition(angles, grid=16, n_det=24, pixel_size=1 / 16, sigma=0.05,
+                               sirt_iterations=30, sirt_relaxation=relaxation, noise=0)
+        model = data.unit_model(acq)
+        smap = data.SirtMap(data.system_matrix(model, data.UNIT_BOX, (16, 16)), (16, 16), 30,
+                            relaxation)
+        rng = np.random.default_rng(3)
+        y = model.project([[0.1, -0.2], [-0.25, 0.05]], [1.0, 1.0])
+        y = y + 0.01 * y.max() * rng.standard_normal(y.shape)
+        problem = Problem(model=model, data=y, box=data.UNIT_BOX)
+        ref = sirt(problem, PixelGrid(data.UNIT_BOX, (16, 16)), iterations=30, relaxation=relaxation)
+        np.testing.assert_allclose(smap(y), ref, atol=2e-5 * np.abs(ref).max())
+        recon = data.sirt_reconstructor(model, data.UNIT_BOX, (16, 16), 30, relaxation)
+        np.testing.assert_array_equal(recon(y), ref)
 
 
 def test_symmetries_of_angle_sets():
@@ -201,6 +238,17 @@ def test_reconstruct_learned_rejects_3d_and_bad_model(tmp_path):
         locator.load_model(bad)
 
 
+def test_reconstruct_learned_rejects_bad_options(tiny_model):
+    path, _ = tiny_model
+    problem, _ = locator.simulate_test_case(3, np.random.default_rng(5), 0.01, TINY)
+    with pytest.raises(InputError, match="valid: model, threshold"):
+        locator.reconstruct_learned(problem, model=str(path), hops=3)
+    with pytest.raises(InputError, match="alpha must be 0"):
+        locator.reconstruct_learned(problem, model=str(path), alpha="auto")
+    with pytest.raises(InputError, match="threshold"):
+        locator.reconstruct_learned(problem, model=str(path), threshold=-1)
+
+
 def test_shipped_model_selection(tmp_path):
     models = [{"n_angles": n, "angles_deg": np.degrees(locator.uniform_angles(n)).tolist(),
                "path": f"m{n}.pt"} for n in (2, 3, 5, 8, 10, 15)]
@@ -217,9 +265,25 @@ def test_shipped_model_selection(tmp_path):
         locator.select_model([0.0], [])
 
 
-def test_list_shipped_models():
-    for m in locator.list_shipped_models():
-        assert m["n_angles"] == len(m["angles_deg"]) and m["path"].endswith(".pt")
+def test_shipped_models_and_provenance():
+    """One small model per shipped angle count, made by the project's command, with provenance."""
+    models = locator.list_shipped_models()
+    assert [m["n_angles"] for m in models] == list(locator.SHIPPED_ANGLE_COUNTS)
+    for m in models:
+        path = locator.MODELS_DIR / locator.shipped_model_name(m["n_angles"])
+        assert m["path"] == str(path) and path.stat().st_size < 2_000_000
+        np.testing.assert_allclose(m["angles_deg"], np.degrees(locator.uniform_angles(m["n_angles"])),
+                                   atol=1e-6)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        assert meta["command"].startswith("atomtomo train-locator --angles ")
+        assert meta["command"].endswith(f"-o src/atomtomo/models/{path.name}")
+        for key in ("seed", "steps", "validation", "date", "torch_version", "acquisition"):
+            assert key in meta, key
+        assert 0 <= meta["validation"]["f1"] <= 1 and meta["steps"] > 0
+    # The nearest angle set is picked: by count, then by angular spread.
+    assert Path(locator.select_model(locator.uniform_angles(4))).name == "locator_5angles.pt"
+    assert Path(locator.select_model(locator.uniform_angles(40))).name == "locator_15angles.pt"
+    assert Path(locator.select_model(np.radians([-60, 0, 60]))).name == "locator_3angles.pt"
 
 
 def test_import_atomtomo_does_not_need_torch():
@@ -237,9 +301,76 @@ def test_import_atomtomo_does_not_need_torch():
 def test_f1_against_angles_smoke(tiny_model):
     path, _ = tiny_model
     seen = []
-    rows = locator.f1_against_angles((3,), n_samples=2, methods=("learned",), models={3: str(path)},
-                                     acquisition=TINY, progress=seen.append)
-    assert len(rows) == 1 and len(seen) == 2
-    row = rows[0]
-    assert row["method"] == "learned" and row["n_angles"] == 3 and row["n_samples"] == 2
-    assert 0 <= row["f1_mean"] <= 1 and len(row["f1"]) == 2
+    adcg = {"alpha": 0.0, "hops": 0, "sweeps": 0, "lattice_start": False}
+    rows = locator.f1_against_angles((3,), n_samples=2, methods=("learned", "adcg"),
+                                     models={3: str(path)}, acquisition=TINY, progress=seen.append,
+                                     method_options={"adcg": adcg})
+    assert len(rows) == 2 and len(seen) == 4
+    for row, method in zip(rows, ("learned", "adcg")):
+        assert row["method"] == method and row["n_angles"] == 3 and row["n_samples"] == 2
+        assert 0 <= row["f1_mean"] <= 1 and len(row["f1"]) == 2
+    assert json.loads(rows[1]["options"]) == adcg
+    # The same test cases for both methods, and case k does not depend on n_samples.
+    assert [r["n_true"] for r in seen[:2]] == [r["n_true"] for r in seen[2:]]
+    one = locator.f1_against_angles((3,), n_samples=1, methods=("learned",), models={3: str(path)},
+                                    acquisition=TINY)
+    assert one[0]["f1"] == rows[0]["f1"][:1]
+
+
+# -- command line -------------------------------------------------------------------------------
+def _write_test_file(tmp_path, n_angles=3):
+    from atomtomo.tiltseries import write_tiltseries
+
+    ts = locator.simulate_test_tiltseries(n_angles, np.random.default_rng(7), 0.01, TINY)
+    path = tmp_path / "tilt.h5"
+    write_tiltseries(ts, path)
+    return path
+
+
+def test_cli_reconstruct_learned_with_model(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from atomtomo.cli import cli
+    from atomtomo.configuration import read_xyz
+
+    model_path, _ = tiny_model
+    tilt, out = _write_test_file(tmp_path), tmp_path / "out.xyz"
+    r = CliRunner().invoke(cli, ["reconstruct", str(tilt), "--method", "learned", "--model",
+                                 str(model_path), "-o", str(out)])
+    assert r.exit_code == 0, (r.output, r.stderr)
+    cfg = read_xyz(out, ndim=2)
+    assert cfg.info["method"] == "learned" and cfg.info["model"] == str(model_path)
+    assert "using shipped model" not in r.stderr
+    r = CliRunner().invoke(cli, ["evaluate", str(out), "--truth", str(tilt), "--json"])
+    assert r.exit_code == 0 and 0 <= json.loads(r.stdout)["f1"] <= 1
+    # A bad model file: exit status 2, one line, no output.
+    bad = tmp_path / "bad.pt"
+    bad.write_text("no model")
+    r = CliRunner().invoke(cli, ["reconstruct", str(tilt), "--method", "learned", "--model",
+                                 str(bad), "-o", str(tmp_path / "bad.xyz")])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.xyz").exists()
+
+
+def test_cli_reconstruct_learned_picks_nearest_shipped_model(tiny_model, tmp_path, monkeypatch):
+    """Without --model: the nearest shipped angle set, named on stderr and in the comment line."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from atomtomo.cli import cli
+    from atomtomo.configuration import read_xyz
+
+    model_path, _ = tiny_model
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    for suffix in (".pt", ".json"):
+        shutil.copy(model_path.with_suffix(suffix), shipped / f"locator_3angles{suffix}")
+    monkeypatch.setattr(locator, "MODELS_DIR", shipped)
+    tilt, out = _write_test_file(tmp_path, n_angles=4), tmp_path / "out.xyz"
+    r = CliRunner().invoke(cli, ["reconstruct", str(tilt), "--method", "learned", "-o", str(out)])
+    assert r.exit_code == 0, (r.output, r.stderr)
+    assert "using shipped model locator_3angles.pt (3 angles, the nearest to the data's 4)" in r.stderr
+    info = read_xyz(out, ndim=2).info
+    assert info["model"] == "locator_3angles.pt"
+    assert info["model_selected"] == "nearest shipped angle set"

@@ -8,6 +8,12 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
@@ -24,6 +30,9 @@ def atomic_path(path):
         raise InputError(f"output directory does not exist: {directory}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=directory)
     os.close(fd)
+    # mkstemp creates the file readable by its owner only; give it the permissions any new file
+    # gets (0666 minus the umask), as users expect of data files and figures.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -47,6 +47,12 @@ PIXEL_FRACTION = 1 / 10
 #: At most this many frames are kept for ``--animate`` (older frames are thinned evenly).
 MAX_FRAMES = 200
 
+#: What an interruption leaves behind, for commands whose outputs are not all-or-nothing.
+_INTERRUPTED = {
+    "reproduce": "interrupted; the finished tasks are kept, run the same command to resume",
+    "train-locator": "interrupted; the last checkpoint is kept (--resume continues from it)",
+}
+
 # Which command is running and whether tracebacks are wanted; set per invocation by main().
 _STATE = {"command": None, "debug": False}
 
@@ -115,7 +121,9 @@ class AtomtomoGroup(click.Group):
         except InputError as exc:
             return _fail(f"error: {_one_line(exc)}", 2, show_traceback=True)
         except (KeyboardInterrupt, click.Abort):
-            return _fail("interrupted; no partial output was written", 130)
+            what = (_INTERRUPTED.get(_STATE["command"])
+                    or "interrupted; no partial output was written")
+            return _fail(what, 130)
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
             # Unreadable inputs / unwritable outputs that a reader did not already report.
             return _fail(f"error: {_one_line(exc)}", 2, show_traceback=True)
@@ -721,8 +729,11 @@ class _Progress:
     """Drives the live display from solver callbacks; collects history lines and frames."""
 
     def __init__(self, live: bool, status: bool, history_file=None, keep_frames=False,
-                 interval=5.0):
+                 interval=5.0, header=None):
         self.live, self.status = live, status
+        # Printed (status mode) at the first callback, i.e. once the method has accepted its
+        # options: a bad option must still give exactly one line on stderr.
+        self.header = header
         self.history_file = history_file
         self.keep_frames = keep_frames
         self.frames, self.stride, self.count = [], 1, 0
@@ -770,6 +781,9 @@ class _Progress:
             self._add_frame(record)
         if self.progress is not None:
             self.progress.update(self.task, description=self.describe(record))
+        elif self.status and self.header is not None:
+            click.echo(self.header, err=True)
+            self.header, self.last_status = None, time.monotonic()
         elif self.status and time.monotonic() - self.last_status >= self.interval:
             self.last_status = time.monotonic()
             click.echo(f"{_prefix()}: {self.describe(record)}", err=True)
@@ -809,7 +823,7 @@ class _Progress:
 @click.option("--history", type=click.Path(dir_okay=False), default=None,
               help="Write one JSON line per iteration here.")
 @click.option("--animate", type=click.Path(dir_okay=False), default=None,
-              help="Write an animation of the run (.gif or .mp4).")
+              help="Write an animation of the run (.gif).")
 @click.option("--model", type=click.Path(dir_okay=False), default=None,
               help="Trained locator model (method learned).")
 @click.option("--option", "options", type=KeyValueType(), multiple=True,
@@ -833,6 +847,8 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
             _check_output(path, flag)
     _check_distinct(**{"-o": output, "--history": history, "--animate": animate,
                        "--checkpoint": checkpoint})
+    if animate is not None and Path(animate).suffix.lower() != ".gif":  # fail before the run
+        raise InputError(f"--animate {animate}: animations are written as .gif")
     fn = get_method(method)
     kwargs = {"alpha": alpha, "seed": seed}
     if resume and checkpoint is None:
@@ -864,16 +880,16 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
         kwargs["checkpoint"] = str(kwargs["checkpoint"])
 
     live = not quiet and sys.stderr.isatty()
-    if not quiet and not live:
-        click.echo(f"{_prefix()}: {method} on {tiltseries} ({problem.ndim}D, "
-                   f"{problem.geometry.n_angles} angles, alpha={alpha})", err=True)
+    header = (f"{_prefix()}: {method} on {tiltseries} ({problem.ndim}D, "
+              f"{problem.geometry.n_angles} angles, alpha={alpha})")
     with contextlib.ExitStack() as stack:
         hist = None
         if history is not None:
             hist_tmp = stack.enter_context(atomic_path(history))
             hist = stack.enter_context(open(hist_tmp, "w"))
         tracker = stack.enter_context(
-            _Progress(live=live, status=not quiet, history_file=hist, keep_frames=animate is not None)
+            _Progress(live=live, status=not quiet, history_file=hist, keep_frames=animate is not None,
+                      header=header)
         )
         recon = fn(problem, callback=tracker, **kwargs)
         info = _jsonable(dict(recon.info))
@@ -1078,7 +1094,8 @@ def plot(source, truth, tilt, tolerance, title, output, quiet):
 # demo
 # ---------------------------------------------------------------------------------------------
 @cli.command()
-@_output_option("Directory for the demo's files.", required=False, default="atomtomo-demo")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="atomtomo-demo",
+              show_default=True, help="Directory for the demo's files (created if needed).")
 @click.option("--quick", is_flag=True, help="A smaller search budget (about a minute or less).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @_quiet_option
@@ -1096,9 +1113,10 @@ def demo(output, quick, seed, quiet):
         return
     from rich.table import Table
 
-    table = Table("output", "path", title="atomtomo demo")
+    # File names relative to the directory (printed once): full paths get truncated by rich.
+    table = Table("output", "file", title=f"atomtomo demo: files in {output}")
     for key, path in result["files"].items():
-        table.add_row(key, str(path))
+        table.add_row(key, Path(path).name)
     console = _stdout_console()
     console.print(table)
     m = result["metrics"]
@@ -1119,13 +1137,22 @@ def demo(output, quick, seed, quiet):
 @click.option("--noise", type=NON_NEGATIVE, default=0.01, show_default=True,
               help="Gaussian noise as a fraction of the largest projection value.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.pt.ckpt if it exists.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Steps between checkpoints OUT.pt.ckpt (0: none).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="CPU threads for torch.")
 @click.option("--time-limit", type=POSITIVE, default=None, help="Stop training after this many seconds.")
-@_output_option("The model file (.pt).")
+@_output_option("The model file (.pt); its provenance record is written beside it (.json).")
 @_quiet_option
 @_debug_option
-def train_locator_command(angles, steps, seed, noise, resume, time_limit, output, quiet):
+def train_locator_command(angles, steps, seed, noise, resume, checkpoint_every, threads,
+                          time_limit, output, quiet):
     """Train the learned atom locator for one set of tilt angles."""
+    import shlex
+
     out = _check_output(output)
+    if out.suffix == ".json":
+        raise InputError("-o must not end in .json: the provenance record is written there")
     from .learn import require_torch
 
     require_torch()
@@ -1134,7 +1161,10 @@ def train_locator_command(angles, steps, seed, noise, resume, time_limit, output
     live = not quiet and sys.stderr.isatty()
     console = _stderr_console()
     log = None if quiet else (lambda msg: console.print(f"{_prefix()}: {msg}"))
-    kwargs = {"seed": seed, "noise": noise}
+    meta = out.with_suffix(".json")
+    kwargs = {"seed": seed, "noise": noise, "checkpoint_every": checkpoint_every,
+              "threads": threads, "command": "atomtomo " + shlex.join(sys.argv[1:]),
+              "provenance_path": meta}
     if resume:
         kwargs["resume"] = True
     if time_limit is not None:
@@ -1155,7 +1185,8 @@ def train_locator_command(angles, steps, seed, noise, resume, time_limit, output
     else:
         summary = train_locator(np.radians(angles), steps, out, log=log, **kwargs)
     v = summary.get("validation", {})
-    _say(quiet, f"wrote {out}: {summary.get('steps')} steps, validation F1 {_fmt(v.get('f1'))} "
+    _say(quiet, f"wrote {out} and {meta}: {summary.get('steps')} steps in "
+                f"{summary.get('training_time_s', 0):.0f} s, validation F1 {_fmt(v.get('f1'))} "
                 f"(precision {_fmt(v.get('precision'))}, recall {_fmt(v.get('recall'))})")
 
 
@@ -1167,7 +1198,8 @@ def train_locator_command(angles, steps, seed, noise, resume, time_limit, output
 @click.option("--quick", is_flag=True, help="A reduced version (minutes, not hours).")
 @click.option("--scheduler", default=None, help="Address of a dask scheduler (default: local).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Local dask workers.")
-@_output_option("Directory for the results.", required=True)
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), required=True,
+              help="Directory for the results (an existing one is resumed).")
 @_quiet_option
 @_debug_option
 def reproduce(experiment, quick, scheduler, workers, output, quiet):

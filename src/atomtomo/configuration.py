@@ -203,9 +203,13 @@ def read_xyz(path, ndim: int | None = None) -> Configuration:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"atom file not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"atom file {path} is empty")
     try:
         atoms = read(str(path), format="extxyz", index=-1)
     except Exception as exc:  # ase raises many types for malformed files
+        if isinstance(exc, UnicodeDecodeError):
+            raise InputError(f"cannot read atom file {path}: not a text (XYZ) file") from None
         try:
             atoms = read(str(path), index=-1)
         except Exception:

@@ -3,7 +3,8 @@
 The poster's interstitial lattice (a 6x6 square lattice plus one interstitial, 37 atoms, in the
 unit box) is projected at 3 angles (-60, 0, 60 degrees) with Gaussian noise of 1% of the largest
 projection value, reconstructed with the grid-free ADCG solver (with a Lennard-Jones prior at the
-lattice's bond length), matched to the truth and drawn. Every file goes into one directory.
+lattice's bond length), matched to the truth, drawn and animated (a GIF of the run). Every
+file goes into one directory.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     -------
     dict
         ``files`` (name -> path: tiltseries, truth, reconstruction, metrics, figure,
-        projections), ``metrics`` (:meth:`MatchResult.as_dict` plus ``tolerance``), ``method``,
-        ``info`` (the reconstruction's record) and ``runtime_s``.
+        projections, animation), ``metrics`` (:meth:`MatchResult.as_dict` plus
+        ``tolerance``), ``method``, ``info`` (the reconstruction's record) and ``runtime_s``.
     """
     from .configuration import write_xyz
     from .geometry import Geometry
@@ -97,6 +98,7 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
         "metrics": out / "metrics.json",
         "figure": out / "reconstruction.png",
         "projections": out / "projections.png",
+        "animation": out / "run.gif",
     }
 
     truth = build_phantom("interstitial", seed=seed)
@@ -114,8 +116,9 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     problem = Problem.from_tiltseries(ts)
     say(f"reconstructing with {method}" + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})"
                                             if options else ""))
+    frames = _Frames()
     recon = reconstruct(problem, method, alpha=alpha if method == "adcg" else 0.0, seed=seed,
-                        callback=callback, **options)
+                        callback=frames.chained(callback), **options)
     write_xyz(recon.configuration, files["reconstruction"],
               **{k: v for k, v in recon.info.items() if v is not None})
 
@@ -127,9 +130,45 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
         Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n")
     say(f"found {metrics['n_found']} atoms, F1 {metrics['f1']:.3f}")
 
-    _figures(recon.configuration, truth, ts, tolerance, files)
+    noise = f"{DEMO_NOISE:.0%} noise"
+    title = f"{method.upper()}, {len(DEMO_ANGLES_DEG)} angles, {noise}, \u03b1 = {alpha}"
+    _figures(recon.configuration, truth, ts, tolerance, files, title)
+    from .plotting import animate_run
+
+    animate_run(frames.finished(recon), files["animation"], truth=truth, box=ts.domain,
+                tolerance=tolerance, title=title)
+    say(f"wrote the figures and an animation of the run ({len(frames.frames)} frames)")
     return {"files": {k: str(v) for k, v in files.items()}, "metrics": metrics, "method": method,
             "info": dict(recon.info), "runtime_s": time.perf_counter() - t0}
+
+
+class _Frames:
+    """The solver's per-iteration records kept for the animation (at most ``limit``, thinned
+    evenly as the run goes on)."""
+
+    def __init__(self, limit=200):
+        self.limit, self.stride, self.count, self.frames = limit, 1, 0, []
+
+    def chained(self, callback):
+        def record(rec):
+            if self.count % self.stride == 0 and rec.get("positions") is not None:
+                self.frames.append({"positions": np.array(rec["positions"], float),
+                                    **{k: rec.get(k) for k in ("iteration", "phase", "n_atoms",
+                                                               "objective")}})
+                if len(self.frames) > self.limit:
+                    self.frames, self.stride = self.frames[::2], self.stride * 2
+            self.count += 1
+            if callback is not None:
+                callback(rec)
+
+        return record
+
+    def finished(self, recon):
+        """The frames plus the final configuration."""
+        final = {"positions": np.array(recon.configuration.positions), "phase": "final",
+                 "iteration": recon.info.get("iterations", self.count),
+                 "objective": recon.info.get("objective"), "n_atoms": recon.configuration.n_atoms}
+        return [*self.frames, final]
 
 
 def _plain(v):
@@ -140,22 +179,11 @@ def _plain(v):
     return v
 
 
-def _figures(found, truth, ts, tolerance, files):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _figures(found, truth, ts, tolerance, files, title):
+    # plotting builds Agg figures without pyplot: nothing to close, no display needed.
     from .plotting import plot_projections, plot_reconstruction, save_figure
 
-    fig, ax = plt.subplots(figsize=(5, 5))
-    plot_reconstruction(found, truth=truth, ax=ax, box=ts.domain, tolerance=tolerance,
-                        title="ADCG, 3 angles, 1% noise")
-    with atomic_path(files["figure"]) as tmp:
-        save_figure(fig, tmp)
-    plt.close(fig)
-    proj = plot_projections(ts)
-    fig = proj if hasattr(proj, "savefig") else getattr(proj, "figure", plt.gcf())
-    with atomic_path(files["projections"]) as tmp:
-        save_figure(fig, tmp)
-    plt.close(fig)
+    ax = plot_reconstruction(found, truth=truth, box=ts.domain, tolerance=tolerance, title=title)
+    save_figure(ax.figure, files["figure"])  # atomic
+    save_figure(plot_projections(ts, title="Projections of the demo's tilt series"),
+                files["projections"])

@@ -18,7 +18,10 @@ a 1D (2D) or 2D (3D) Gaussian of the same width, and a pixel of width :math:`\De
 Every atom touches only the pixels within ``truncation * sigma + Delta / 2`` of where it lands,
 so each operation below costs O(atoms x angles x support) (support = pixels per atom, squared in
 3D), independent of the detector size. The per-atom windows are built with array operations and
-scattered with :func:`numpy.bincount`; there is no Python loop over atoms or pixels.
+scattered with :func:`numpy.bincount`; there is no Python loop over atoms or pixels. With numba
+installed (extra ``fast``), the windows and the 3D scatter/gather of each atom's K x K outer
+product run as compiled loops instead (the numpy path stays the reference; they agree to
+~1e-15), which is what ``benchmarks/bench_forward.py`` measures.
 
 The model is linear in the weights, ``A(x) w = sum_i w_i a(x_i)``. Its adjoint with respect to
 the weights is the correlation of a residual with one atom placed at each of a set of points,
@@ -138,6 +141,8 @@ class ForwardModel:
     def _chunks(self, n):
         """Slices over atoms so that one chunk holds at most ``_CHUNK_ENTRIES`` entries."""
         per_atom = self.geometry.n_angles * self._support ** (self.geometry.ndim - 1)
+        if self.geometry.ndim == 3 and _kernels_3d is not None:
+            per_atom = 6 * self.geometry.n_angles * self._support  # only the 1D windows
         step = max(1, _CHUNK_ENTRIES // max(per_atom, 1))
         return [slice(i, min(i + step, n)) for i in range(0, max(n, 1), step)]
 
@@ -159,16 +164,16 @@ class ForwardModel:
         """Projections of atoms at ``positions`` with ``weights``; shape ``geometry.data_shape``."""
         pos, w = self._check(positions, weights)
         geo = self.geometry
-        size = int(np.prod(geo.data_shape))
-        out = np.zeros(size)
+        out = np.zeros(geo.data_shape)
         for sl in self._chunks(len(pos)):
-            out += self._project_chunk(pos[sl], w[sl], size)
-        return out.reshape(geo.data_shape)
+            self._project_into(pos[sl], w[sl], out)
+        return out
 
-    def _project_chunk(self, pos, w, size):
+    def _project_into(self, pos, w, out):
+        """Add the projections of ``pos`` to ``out`` (``geometry.data_shape``, C-contiguous)."""
         geo = self.geometry
         if len(pos) == 0:
-            return 0.0
+            return
         angle_offset = np.arange(geo.n_angles)[:, None, None]
         if geo.ndim == 2:
             (n_det,) = geo.detector_shape
@@ -177,12 +182,33 @@ class ForwardModel:
             vals = val * w[None, :, None]
         else:
             n_rows, n_cols = geo.detector_shape
-            u, v = geo.detector_coordinates(pos)
-            iu, bu = self._window(u, n_cols)
-            iv, bv = self._window(v, n_rows)
+            iu, bu, iv, bv = self._windows_3d(pos)
+            if _kernels_3d is not None:
+                # Same products, added in the same order as the bincount below, without the
+                # (A, n, K, K) index and value arrays.
+                _kernels_3d[0](iu, bu, iv, bv, w, out)
+                return
+            iv, bv = np.broadcast_to(iv, iu.shape), np.broadcast_to(bv, bu.shape)
             flat = (angle_offset[..., None] * n_rows + iv[..., :, None]) * n_cols + iu[..., None, :]
             vals = (bv * w[None, :, None])[..., :, None] * bu[..., None, :]
-        return np.bincount(flat.ravel(), weights=vals.ravel(), minlength=size)
+        out.reshape(-1)[...] += np.bincount(flat.ravel(), weights=vals.ravel(), minlength=out.size)
+
+    def _windows_3d(self, pos, derivative=False):
+        """Column (``u``) and row (``v``) windows of 3D atoms: ``iu, bu[, dbu], iv, bv[, dbv]``.
+
+        Column arrays are ``(A, n, K)``. In the single-axis geometry ``v = y`` at every angle, so
+        the row window is computed once and has a leading axis of length 1 (it broadcasts over
+        the angles); otherwise the row arrays are ``(A, n, K)`` too.
+        """
+        geo = self.geometry
+        n_rows, n_cols = geo.detector_shape
+        e_u, e_v = geo.directions[:, 0, :], geo.directions[:, 1, :]
+        cols = self._window(e_u @ pos.T, n_cols, derivative)
+        if np.all(e_v == e_v[0]):
+            rows = self._window((pos @ e_v[0])[None, :], n_rows, derivative)
+        else:
+            rows = self._window(e_v @ pos.T, n_rows, derivative)
+        return (*cols, *rows)
 
     # -- adjoints ----------------------------------------------------------------------------
     def gradient(self, positions, weights, residual):
@@ -239,10 +265,13 @@ class ForwardModel:
             ds = -np.einsum("ank,ank->an", g, dval) * w[None, :]
             gx = ds.T @ geo.directions
             return gx, gw
-        n_rows, n_cols = geo.detector_shape
-        u, v = geo.detector_coordinates(pos)
-        iu, bu, dbu = self._window(u, n_cols, derivative=True)
-        iv, bv, dbv = self._window(v, n_rows, derivative=True)
+        iu, bu, dbu, iv, bv, dbv = self._windows_3d(pos, derivative=True)
+        if _kernels_3d is not None:
+            gw, du, dv = _kernels_3d[1](iu, bu, dbu, iv, bv, dbv, w, r)
+            gx = du.T @ geo.directions[:, 0, :] + dv.T @ geo.directions[:, 1, :]
+            return (gx if need_positions else None), gw
+        shape = iu.shape
+        iv, bv, dbv = (np.broadcast_to(x, shape) for x in (iv, bv, dbv))
         g = r[a_idx[..., None], iv[..., :, None], iu[..., None, :]]  # (A, n, Kv, Ku)
         h = np.einsum("ankl,anl->ank", g, bu)
         gw = np.einsum("ank,ank->n", h, bv)
@@ -260,8 +289,9 @@ class ForwardModel:
         """``0.5 ||project(x, w) - data||^2``, its gradient in ``x`` and the residual, sharing
         one evaluation of the support windows (what a local optimiser calls)."""
         pos, w = self._check(positions, weights)
+        data = self._check_residual(data)
         r_flat = None
-        if len(pos) * self.geometry.n_angles * self._support ** (self.geometry.ndim - 1) > _CHUNK_ENTRIES:
+        if len(self._chunks(len(pos))) > 1:
             r = self.project(pos, w) - data
             return 0.5 * float(np.sum(r * r)), self.gradient(pos, w, r)[0], r
         geo = self.geometry
@@ -276,11 +306,18 @@ class ForwardModel:
             g = r_flat[flat]
             ds = -np.einsum("ank,ank->an", g, dval) * w[None, :]
             gx = ds.T @ geo.directions
+        elif _kernels_3d is not None:
+            iu, bu, dbu, iv, bv, dbv = self._windows_3d(pos, derivative=True)
+            r = np.zeros(geo.data_shape)
+            _kernels_3d[0](iu, bu, iv, bv, w, r)
+            r -= data
+            _, du, dv = _kernels_3d[1](iu, bu, dbu, iv, bv, dbv, w, r)
+            gx = du.T @ geo.directions[:, 0, :] + dv.T @ geo.directions[:, 1, :]
+            r_flat = r.ravel()
         else:
             n_rows, n_cols = geo.detector_shape
-            u, v = geo.detector_coordinates(pos)
-            iu, bu, dbu = self._window(u, n_cols, derivative=True)
-            iv, bv, dbv = self._window(v, n_rows, derivative=True)
+            iu, bu, dbu, iv, bv, dbv = self._windows_3d(pos, derivative=True)
+            iv, bv, dbv = (np.broadcast_to(x, iu.shape) for x in (iv, bv, dbv))
             flat = (a_idx[..., None] * n_rows + iv[..., :, None]) * n_cols + iu[..., None, :]
             vals = (bv * w[None, :, None])[..., :, None] * bu[..., None, :]
             r_flat = np.bincount(flat.ravel(), weights=vals.ravel(), minlength=size) - np.ravel(data)
@@ -313,17 +350,46 @@ class ForwardModel:
                 out[sl] = np.einsum("an,an->n", (bu * bu).sum(-1), (bv * bv).sum(-1))
         return out
 
+    def _grid_key(self, axes):
+        return tuple(np.ascontiguousarray(a, dtype=float).tobytes() for a in axes)
+
+    def _cached(self, kind, axes, build):
+        """Per-grid precomputation, kept for the few grids a solver reuses every iteration
+        (the add step correlates the same candidate grid hundreds of times)."""
+        cache = self.__dict__.setdefault("_grid_cache", {})
+        key = (kind, self._grid_key(axes))
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[key] = build()
+        return cache[key]
+
     def _separable_profiles(self, axes):
         """Dense pixel profiles of a 3D single-axis tensor grid: ``bv`` (n_y, n_rows) and, per
         angle, ``bu`` (n_angles, n_x * n_z, n_cols)."""
-        geo, delta = self.geometry, self.geometry.pixel_size
-        xs, ys, zs = (np.asarray(a, float) for a in axes)
-        bv = pixel_kernel(geo.pixel_centres(0)[None, :] - ys[:, None], self.sigma, delta)
-        e_u = geo.directions[:, 0, :]
-        u = e_u[:, 0, None, None] * xs[None, :, None] + e_u[:, 2, None, None] * zs[None, None, :]
-        u = u.reshape(geo.n_angles, -1)
-        bu = pixel_kernel(geo.pixel_centres(1)[None, None, :] - u[..., None], self.sigma, delta)
-        return bv, bu
+        def build():
+            geo, delta = self.geometry, self.geometry.pixel_size
+            xs, ys, zs = (np.asarray(a, float) for a in axes)
+            bv = pixel_kernel(geo.pixel_centres(0)[None, :] - ys[:, None], self.sigma, delta)
+            e_u = geo.directions[:, 0, :]
+            u = (e_u[:, 0, None, None] * xs[None, :, None]
+                 + e_u[:, 2, None, None] * zs[None, None, :]).reshape(geo.n_angles, -1)
+            bu = pixel_kernel(geo.pixel_centres(1)[None, None, :] - u[..., None], self.sigma,
+                              delta)
+            # Row-major (n_cols, n_xz) per angle, so that the product below streams through it.
+            return bv, np.ascontiguousarray(bu.transpose(0, 2, 1))
+
+        return self._cached("separable", axes, build)
+
+    def _grid_windows(self, axes):
+        """Support windows ``(idx (A, m, K), val (A, m, K))`` of every point of a 2D grid."""
+        def build():
+            mesh = np.meshgrid(*axes, indexing="ij")
+            points = np.stack([m.ravel() for m in mesh], axis=1)
+            return self._window(self.geometry.detector_coordinates(points),
+                                self.geometry.detector_shape[0])
+
+        return self._cached("windows", axes, build)
 
     def correlate_grid(self, residual, axes) -> np.ndarray:
         """:meth:`correlate` at every point of the tensor grid ``axes`` = (xs, ys[, zs]).
@@ -331,17 +397,23 @@ class ForwardModel:
         Returns the values in ``meshgrid(*axes, indexing="ij")`` order, raveled. In 3D with
         the single-axis geometry the atom's projection is separable, so the whole grid costs two
         matrix products per angle (rows with ``y``, columns with ``(x, z)``) instead of one
-        window per point.
+        window per point. The pixel profiles (3D) or support windows (2D, when they fit in
+        memory) of a grid are computed once and reused by later calls with the same grid.
         """
         r = self._check_residual(residual)
         geo = self.geometry
         if geo.ndim == 3 and geo.single_axis:
-            bv, bu = self._separable_profiles(axes)
+            bv, bu_t = self._separable_profiles(axes)
             n_x, n_y, n_z = (len(a) for a in axes)
             total = np.zeros((n_y, n_x * n_z))
             for a in range(geo.n_angles):  # few angles; each is two dense products
-                total += (bv @ r[a]) @ bu[a].T
+                total += (bv @ r[a]) @ bu_t[a]
             return total.reshape(n_y, n_x, n_z).transpose(1, 0, 2).ravel()
+        n_points = int(np.prod([len(a) for a in axes]))
+        if geo.ndim == 2 and n_points * geo.n_angles * self._support <= _CHUNK_ENTRIES:
+            idx, val = self._grid_windows(axes)
+            g = r[np.arange(geo.n_angles)[:, None, None], idx]
+            return np.einsum("amk,amk->m", g, val)
         mesh = np.meshgrid(*axes, indexing="ij")
         return self.correlate(r, np.stack([m.ravel() for m in mesh], axis=1))
 
@@ -349,9 +421,9 @@ class ForwardModel:
         """:meth:`self_energy` on a tensor grid, in the order of :meth:`correlate_grid`."""
         geo = self.geometry
         if geo.ndim == 3 and geo.single_axis:
-            bv, bu = self._separable_profiles(axes)
+            bv, bu_t = self._separable_profiles(axes)
             sv = (bv * bv).sum(-1)  # (n_y,)
-            su = (bu * bu).sum(-1)  # (A, n_xz)
+            su = (bu_t * bu_t).sum(1)  # (A, n_xz)
             n_x, n_y, n_z = (len(a) for a in axes)
             total = np.einsum("y,ak->yk", sv, su)
             return total.reshape(n_y, n_x, n_z).transpose(1, 0, 2).ravel()
@@ -378,11 +450,12 @@ class ForwardModel:
             s = geo.detector_coordinates(pos)
             c = geo.pixel_centres()
             b = pixel_kernel(c[None, None, :] - s[..., None], self.sigma, delta)
-            return np.einsum("anj,n->aj", b, w)
+            return np.matmul(w, b)  # (A, N): w @ B_a per angle
         u, v = geo.detector_coordinates(pos)
         bu = pixel_kernel(geo.pixel_centres(1)[None, None, :] - u[..., None], self.sigma, delta)
         bv = pixel_kernel(geo.pixel_centres(0)[None, None, :] - v[..., None], self.sigma, delta)
-        return np.einsum("anr,anc->arc", bv * w[None, :, None], bu)
+        # p_a = BV_a^T diag(w) BU_a: one (rows x n) @ (n x cols) product per angle.
+        return np.matmul(np.swapaxes(bv * w[None, :, None], 1, 2), bu)
 
 
 def _make_window_kernel():
@@ -437,3 +510,90 @@ def _make_window_kernel():
 
 
 _window_kernel = _make_window_kernel()
+
+
+def _make_kernels_3d():
+    """Compiled scatter (projection) and gather (vector-Jacobian product) of separable 3D atoms.
+
+    An atom's projection is the outer product of its row window ``bv`` and column window ``bu``.
+    The numpy path materialises every ``(row, column)`` pair of that product (``A n K^2``
+    indices and values) and scatters them with :func:`numpy.bincount`; these loops touch the
+    same pixels in the same order straight from the 1D windows. Row windows may have a leading
+    axis of length 1 (shared by all angles). ``None`` without numba.
+    """
+    try:
+        import numba
+    except ImportError:  # numba is optional (extra "fast")
+        return None
+
+    @numba.njit(cache=True, nogil=True)
+    def scatter(iu, bu, iv, bv, w, out):
+        n_angles, n, ku = iu.shape
+        kv = iv.shape[2]
+        shared = iv.shape[0] == 1
+        for a in range(n_angles):
+            av = 0 if shared else a
+            for i in range(n):
+                c0 = iu[a, i, 0]
+                inside = iu[a, i, ku - 1] - c0 == ku - 1  # window not clipped: contiguous
+                bu_i = bu[a, i]
+                for k in range(kv):
+                    b = bv[av, i, k] * w[i]
+                    if b == 0.0:  # row outside the detector (or underflow): adds nothing
+                        continue
+                    row = iv[av, i, k]
+                    if inside:  # a contiguous row segment: vectorised
+                        seg = out[a, row, c0:c0 + ku]
+                        for m in range(ku):
+                            seg[m] += b * bu_i[m]
+                    else:
+                        for m in range(ku):
+                            out[a, row, iu[a, i, m]] += b * bu_i[m]
+
+    # Reassociation lets the two dot products per row vectorise; it changes the last bits only.
+    @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+    def gather(iu, bu, dbu, iv, bv, dbv, w, r):
+        n_angles, n, ku = iu.shape
+        kv = iv.shape[2]
+        shared = iv.shape[0] == 1
+        gw = np.zeros(n)
+        du = np.empty((n_angles, n))
+        dv = np.empty((n_angles, n))
+        for a in range(n_angles):
+            av = 0 if shared else a
+            for i in range(n):
+                c0 = iu[a, i, 0]
+                inside = iu[a, i, ku - 1] - c0 == ku - 1
+                bu_i, dbu_i = bu[a, i], dbu[a, i]
+                s_w = 0.0
+                s_u = 0.0
+                s_v = 0.0
+                for k in range(kv):
+                    if bv[av, i, k] == 0.0 and dbv[av, i, k] == 0.0:
+                        continue
+                    row = iv[av, i, k]
+                    h = 0.0
+                    hd = 0.0
+                    if inside:
+                        seg = r[a, row, c0:c0 + ku]
+                        for m in range(ku):
+                            h += seg[m] * bu_i[m]
+                            hd += seg[m] * dbu_i[m]
+                    else:
+                        for m in range(ku):
+                            g = r[a, row, iu[a, i, m]]
+                            h += g * bu_i[m]
+                            hd += g * dbu_i[m]
+                    s_w += h * bv[av, i, k]
+                    s_u += hd * bv[av, i, k]
+                    s_v += h * dbv[av, i, k]
+                gw[i] += s_w
+                # d/du B(c - u) = -B'(c - u), likewise for v.
+                du[a, i] = -s_u * w[i]
+                dv[a, i] = -s_v * w[i]
+        return gw, du, dv
+
+    return scatter, gather
+
+
+_kernels_3d = _make_kernels_3d()

@@ -116,6 +116,8 @@ def _text(value, name, where) -> str:
 
 
 def _short(value) -> str:
+    if isinstance(value, np.generic):  # 3.0, not np.float64(3.0)
+        value = value.item()
     text = repr(value).replace("\n", " ")
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -694,9 +696,17 @@ def import_tiff(path, angles, pixel_size=None, *, ndim=3, atom_sigma=None,
         raise InputError(f"TIFF file not found: {path}")
     try:
         with tifffile.TiffFile(path) as tif:
-            data = tif.asarray()
+            # Pages written one at a time form one series each; asarray() alone would return
+            # only the first image. Stack every page then.
+            shapes = {tuple(series.shape) for series in tif.series}
+            if len(shapes) > 1:
+                raise InputError(f"{path}: the TIFF holds images of different shapes "
+                                 f"{sorted(shapes)}; a tilt stack needs one shape")
+            data = tif.asarray() if len(tif.series) <= 1 else tif.asarray(key=slice(None))
             header = _tiff_pixel_size(tif) if pixel_size is None else None
-    except (OSError, ValueError, TypeError, KeyError, tifffile.TiffFileError) as exc:
+    except InputError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, tifffile.TiffFileError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path} is not a readable TIFF file: {msg}") from None
     if pixel_size is None:

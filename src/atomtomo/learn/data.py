@@ -95,60 +95,26 @@ def unit_model(acq) -> ForwardModel:
 
 
 # -- SIRT ---------------------------------------------------------------------------------------
-def _grid_module():
-    """:mod:`atomtomo.solvers.grid`, or None while it does not exist."""
-    try:
-        from ..solvers import grid
-    except ImportError:
-        return None
-    return grid
+def pixel_grid(box, shape):
+    """The project's :class:`~atomtomo.solvers.grid.PixelGrid` (axis 0 = x, row-major)."""
+    from ..solvers.grid import PixelGrid
 
-
-def grid_centres(box, shape) -> np.ndarray:
-    """Pixel centres ``(G0 * G1, 2)`` of a ``shape`` grid over ``box``, axis 0 = x (row-major)."""
-    box = np.asarray(box, dtype=float)
-    axes = [lo + (hi - lo) * (np.arange(n) + 0.5) / n for (lo, hi), n in zip(box, shape)]
-    gx, gy = np.meshgrid(*axes, indexing="ij")
-    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+    return PixelGrid(np.asarray(box, dtype=float), tuple(int(n) for n in shape))
 
 
 def system_matrix(model: ForwardModel, box, shape) -> sp.csr_matrix:
-    """Sparse ``(n_data, G0 * G1)`` matrix: column ``k`` = projection of a unit atom at the
-    centre of pixel ``k`` (2D). Uses the project's grid operator when it exists."""
-    grid = _grid_module()
-    if grid is not None and hasattr(grid, "grid_operator"):
-        op = grid.grid_operator(model, grid.PixelGrid(np.asarray(box, float), tuple(shape)))
-        mat = getattr(op, "matrix", None) or getattr(op, "A", None)
-        if sp.issparse(mat):
-            return sp.csr_matrix(mat)
-        return sp.csr_matrix(op.matmat(np.eye(op.shape[1])))
-    # Stand-in (before the grid module exists): the same columns from the model's windows.
-    geo = model.geometry
-    centres = grid_centres(box, shape)
-    (n_det,) = geo.detector_shape
-    idx, val = model._window(geo.detector_coordinates(centres), n_det)  # (A, n, K)
-    rows = np.arange(geo.n_angles)[:, None, None] * n_det + idx
-    cols = np.broadcast_to(np.arange(len(centres))[None, :, None], idx.shape)
-    return sp.csr_matrix((val.ravel(), (rows.ravel(), cols.ravel())),
-                         shape=(geo.n_angles * n_det, len(centres)))
+    """Sparse ``(n_data, G0 * G1)`` matrix of the project's grid operator
+    (:func:`atomtomo.solvers.grid.grid_operator`): column ``k`` = projection of a unit atom at
+    the centre of pixel ``k`` (2D)."""
+    from ..solvers.grid import grid_operator
+
+    return sp.csr_matrix(grid_operator(model, pixel_grid(box, shape)).matrix)
 
 
 def _safe_inverse(v):
     out = np.zeros_like(v)
     np.divide(1.0, v, out=out, where=v > 0)
     return out
-
-
-def sirt_iterative(A, data, iterations, relaxation=1.0):
-    """Plain SIRT from zero on a batch: ``data`` (B, n_data) -> (B, n_grid). Reference."""
-    A = sp.csr_matrix(A)
-    inv_row = _safe_inverse(np.asarray(A.sum(axis=1)).ravel())
-    inv_col = _safe_inverse(np.asarray(A.sum(axis=0)).ravel())
-    y = np.atleast_2d(np.asarray(data, dtype=float)).T
-    x = np.zeros((A.shape[1], y.shape[1]))
-    for _ in range(int(iterations)):
-        x += relaxation * inv_col[:, None] * (A.T @ (inv_row[:, None] * (y - A @ x)))
-    return x.T
 
 
 class SirtMap:
@@ -170,14 +136,17 @@ class SirtMap:
         inv_row = _safe_inverse(np.asarray(A.sum(axis=1)).ravel())
         inv_col = _safe_inverse(np.asarray(A.sum(axis=0)).ravel())
         sqrt_r = np.sqrt(inv_row)
-        # G_R = R^1/2 A C A^T R^1/2, small and dense (n_data x n_data).
+        # G_R = R^1/2 A C A^T R^1/2, small and dense (n_data x n_data), eigenvalues in [0, 1].
         ac = A @ sp.diags(np.sqrt(inv_col))
         gram = (ac @ ac.T).toarray() * sqrt_r[:, None] * sqrt_r[None, :]
         mu, U = np.linalg.eigh(gram)
         mu = np.clip(mu, 0.0, None)
         lam, k = self.relaxation, self.iterations
+        q = lam * mu
         with np.errstate(divide="ignore", invalid="ignore"):
-            damp = -np.expm1(k * np.log1p(-np.minimum(lam * mu, 1.0)))
+            # 1 - (1 - q)^k, accurately for small q; plain power where 1 - q <= 0 (lam > 1).
+            damp = np.where(q < 1, -np.expm1(k * np.log1p(-np.minimum(q, 1 - 1e-16))),
+                            1 - np.power(1 - q, k))
             h = np.where(mu > 1e-12, damp / mu, lam * k)
         left = (A.T @ (sqrt_r[:, None] * U)) * inv_col[:, None]  # C A^T R^1/2 U
         self.matrix = ((left * h[None, :]) @ (U.T * sqrt_r[None, :])).astype(np.float32)
@@ -193,19 +162,22 @@ class SirtMap:
         return out[0] if single else out
 
 
-def sirt_image(model: ForwardModel, data, box, shape, iterations, relaxation=1.0) -> np.ndarray:
-    """SIRT image of one data set on a ``shape`` grid over ``box``: the project's
-    :func:`~atomtomo.solvers.grid.sirt` when it exists (what inference uses), else the
-    reference iteration."""
-    grid = _grid_module()
-    if grid is not None and hasattr(grid, "sirt"):
-        from ..solvers.problem import Problem
+def sirt_reconstructor(model: ForwardModel, box, shape, iterations, relaxation=1.0):
+    """``data -> SIRT image`` on a ``shape`` grid over ``box`` by the project's
+    :func:`~atomtomo.solvers.grid.sirt` (what inference uses), with the operator built once."""
+    from ..solvers.grid import grid_operator, sirt
+    from ..solvers.problem import Problem
 
-        problem = Problem(model=model, data=np.asarray(data, float), box=np.asarray(box, float))
-        return np.asarray(grid.sirt(problem, grid.PixelGrid(np.asarray(box, float), tuple(shape)),
-                                    iterations=int(iterations)))
-    A = system_matrix(model, box, shape)
-    return sirt_iterative(A, np.ravel(data), iterations, relaxation)[0].reshape(shape)
+    grid = pixel_grid(box, shape)
+    op = grid_operator(model, grid)
+    box = np.asarray(box, dtype=float)
+
+    def reconstruct(data):
+        problem = Problem(model=model, data=np.asarray(data, dtype=float), box=box)
+        return sirt(problem, grid, iterations=int(iterations), relaxation=float(relaxation),
+                    operator=op)
+
+    return reconstruct
 
 
 def unit_atom_peak(model: ForwardModel, box, shape, reconstruct) -> float:
@@ -214,7 +186,7 @@ def unit_atom_peak(model: ForwardModel, box, shape, reconstruct) -> float:
     Images are divided by it, so that an isolated, well-resolved atom has height ~1 whatever
     the angles, sigma and grid; ``reconstruct(data) -> image``.
     """
-    centres = grid_centres(box, shape)
+    centres = pixel_grid(box, shape).points
     mid = np.asarray(box, float).mean(axis=1)
     centre = centres[np.argmin(np.sum((centres - mid) ** 2, axis=1))]
     image = reconstruct(model.project(centre[None, :], [1.0]))

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
@@ -81,26 +81,14 @@ def merge_candidates(positions, weights, threshold, merge_distance, floor=None):
 
 
 def f1_score(found, truth, tolerance):
-    """(f1, precision, recall) of a one-to-one matching within ``tolerance``
-    (:func:`atomtomo.metrics.match_atoms` when available)."""
-    found = np.asarray(found, dtype=float).reshape(-1, np.shape(truth)[-1])
+    """(f1, precision, recall) of the one-to-one matching of :func:`atomtomo.metrics.match_atoms`
+    within ``tolerance``."""
+    from ..metrics import match_atoms
+
     truth = np.asarray(truth, dtype=float)
-    try:
-        from ..metrics import match_atoms
-    except ImportError:
-        match_atoms = None
-    if match_atoms is not None:
-        r = match_atoms(found, truth, tolerance).as_dict()
-        return float(r["f1"]), float(r["precision"]), float(r["recall"])
-    if len(found) == 0 or len(truth) == 0:
-        return 0.0, 0.0, 0.0
-    dist = np.linalg.norm(found[:, None] - truth[None], axis=-1)
-    cost = np.where(dist <= tolerance, dist, 1e6)
-    rows, cols = linear_sum_assignment(cost)
-    matched = int(np.sum(dist[rows, cols] <= tolerance))
-    precision, recall = matched / len(found), matched / len(truth)
-    f1 = 2 * matched / (len(found) + len(truth))
-    return f1, precision, recall
+    found = np.asarray(found, dtype=float).reshape(-1, truth.shape[-1])
+    r = match_atoms(found, truth, tolerance)
+    return float(r.f1), float(r.precision), float(r.recall)
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -203,17 +191,14 @@ def locate_atoms(problem, model: dict, threshold=None, merge_fraction=None):
     """Positions (problem coordinates) and weights of the atoms the network finds, plus a dict
     of diagnostics."""
     from . import require_torch
-    from .data import sirt_image, unit_atom_peak
+    from .data import sirt_reconstructor, unit_atom_peak
 
     torch = require_torch()
     acq, net = model["acquisition"], model["network"]
     shape = (int(acq["grid"]), int(acq["grid"]))
     box = np.asarray(problem.box, dtype=float)
-    iterations = int(acq["sirt_iterations"])
-
-    def reconstruct(data):
-        return sirt_image(problem.model, data, box, shape, iterations, acq["sirt_relaxation"])
-
+    reconstruct = sirt_reconstructor(problem.model, box, shape, acq["sirt_iterations"],
+                                     acq["sirt_relaxation"])
     image = reconstruct(problem.data)
     weights = list((problem.species_weights or {"X": 1.0}).values())
     scale = unit_atom_peak(problem.model, box, shape, reconstruct) * float(np.mean(weights))
@@ -249,8 +234,24 @@ def _species_for(problem):
     return names[int(np.argmin([abs(np.log(weights[s])) for s in names]))]
 
 
-def reconstruct_learned(problem, *, model=None, seed=0, callback=None, alpha=0.0, threshold=None,
-                        merge_fraction=None, **options):
+def _positive_option(value, name):
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not 0 < value < 10:
+        raise InputError(f"{name} must be positive and below 10, got {value}")
+    return value
+
+
+#: Options of :func:`reconstruct_learned` besides the common ones.
+LEARNED_OPTIONS = ("model", "threshold", "merge_fraction", "announce")
+
+
+def reconstruct_learned(problem, *, alpha=0.0, seed=0, callback=None, model=None, threshold=None,
+                        merge_fraction=None, announce=True, **options):
     """Atom positions read off a SIRT reconstruction by a trained locator network (2D only).
 
     Parameters
@@ -259,18 +260,20 @@ def reconstruct_learned(problem, *, model=None, seed=0, callback=None, alpha=0.0
     model : path, optional
         A model file from :func:`~atomtomo.learn.train.train_locator`; default: the shipped
         model nearest to the problem's angles (:func:`select_model`).
+    alpha : float
+        Must be 0: the locator has no potential-energy term.
     seed : int
         Unused (inference is deterministic); accepted for the common signature.
     callback : callable(dict), optional
         Called once with the result record.
-    alpha : float
-        Recorded only: the locator has no potential-energy term.
     threshold : float, optional
         Detection threshold on merged candidate weight (default: the model's tuned value).
     merge_fraction : float, optional
         Merge distance in bond lengths (default: the model's, 0.5).
+    announce : bool
+        When the model is chosen automatically, say which on stderr (one line).
     **options
-        Options of other methods are ignored (recorded in ``info["ignored_options"]``).
+        None: an unknown option raises :class:`InputError` listing the valid ones.
 
     Returns
     -------
@@ -282,15 +285,24 @@ def reconstruct_learned(problem, *, model=None, seed=0, callback=None, alpha=0.0
     from ..solvers.problem import Reconstruction
 
     t0 = time.time()
+    if options:
+        raise InputError(f"unknown option(s) {', '.join(sorted(options))} for method learned; "
+                         f"valid: {', '.join(LEARNED_OPTIONS)}")
+    if alpha != 0:
+        raise InputError(f"method learned has no energy term: alpha must be 0, got {alpha}")
     if problem.ndim != 2:
         raise InputError("the learned locator is 2D only")
-    if threshold is not None and not (0 < float(threshold) < 10):
-        raise InputError(f"threshold must be a positive weight, got {threshold}")
+    threshold, merge_fraction = (_positive_option(v, k) for k, v in
+                                 (("threshold", threshold), ("merge_fraction", merge_fraction)))
     geo = problem.geometry
     angles = geo.angles if geo.angles is not None else np.arctan2(geo.directions[:, 1],
                                                                    geo.directions[:, 0])
     path = Path(select_model(angles) if model is None else model)
     loaded = load_model(path)
+    model_angles = np.degrees(loaded["acquisition"]["angles"])
+    if model is None and announce:
+        print(f"atomtomo: learned locator: using shipped model {path.name} ({len(model_angles)} "
+              f"angles, the nearest to the data's {len(angles)})", file=sys.stderr)
     positions, found_w, diag = locate_atoms(problem, loaded, threshold, merge_fraction)
     for key in ("sigma_ratio", "pixel_ratio"):
         r = diag[key]
@@ -301,7 +313,6 @@ def reconstruct_learned(problem, *, model=None, seed=0, callback=None, alpha=0.0
     species = _species_for(problem)
     config = Configuration(positions, [species] * len(positions), dict(problem.species_weights or {}))
     objective = problem.data_energy(config)
-    model_angles = np.degrees(loaded["acquisition"]["angles"])
     info = {
         "method": "learned",
         "alpha": alpha,
@@ -311,12 +322,11 @@ def reconstruct_learned(problem, *, model=None, seed=0, callback=None, alpha=0.0
         "iterations": 0,
         "runtime_s": time.time() - t0,
         "n_atoms": int(len(positions)),
-        "model": str(path),
+        "model": str(path) if model is not None else path.name,
+        "model_selected": "given" if model is not None else "nearest shipped angle set",
         "model_angles_deg": [round(float(a), 6) for a in model_angles],
         **diag,
     }
-    if options:
-        info["ignored_options"] = sorted(options)
     record = {"iteration": 0, "n_atoms": info["n_atoms"], "objective": objective,
               "positions": positions.copy(), "phase": "learned"}
     if callback is not None:
@@ -325,99 +335,135 @@ def reconstruct_learned(problem, *, model=None, seed=0, callback=None, alpha=0.0
 
 
 # -- experiment ---------------------------------------------------------------------------------
-def simulate_test_case(n_angles, rng, noise=0.01, acquisition=None):
-    """A random defect lattice and its noisy tilt series at ``n_angles`` uniform angles, as a
-    :class:`~atomtomo.solvers.problem.Problem` (with ground truth) and the true configuration."""
+#: ADCG budget of :func:`f1_against_angles` unless told otherwise: the energy term chosen by the
+#: discrepancy principle, a short global search.
+ADCG_OPTIONS = {"alpha": "auto", "hops": 10, "sweeps": 3, "time_limit": 10.0}
+#: The reduced grid of ``f1_against_angles(quick=True)``.
+QUICK_ANGLE_COUNTS = (2, 5, 15)
+
+
+def simulate_test_tiltseries(n_angles, rng, noise=0.01, acquisition=None):
+    """A random defect lattice in the unit box (the training distribution) and its tilt series at
+    ``n_angles`` angles spread uniformly over 180 degrees, with relative Gaussian ``noise``, the
+    acquisition of the training data (:data:`~atomtomo.learn.data.DEFAULT_ACQUISITION`, with
+    ``acquisition`` overrides) and the lattice spacing as bond length."""
+    from ..geometry import Geometry
     from ..phantoms import random_defect_lattice
-    from ..solvers.problem import Problem
-    from ..tiltseries import TiltSeries
+    from ..tiltseries import simulate_tiltseries
     from .data import DEFAULT_ACQUISITION, UNIT_BOX
 
     acq = {**DEFAULT_ACQUISITION, **(acquisition or {})}
     truth = random_defect_lattice(rng)
-    from ..geometry import Geometry
-
     geo = Geometry.from_angles(2, uniform_angles(n_angles), int(acq["n_det"]), acq["pixel_size"])
-    spacing = float(truth.info["spacing"])
-    noise_seed = int(rng.integers(2**31))
-    try:
-        from ..tiltseries import simulate_tiltseries
-    except ImportError:
-        simulate_tiltseries = None
-    if simulate_tiltseries is not None:
-        ts = simulate_tiltseries(truth, geo, acq["sigma"], relative_noise=noise or None,
-                                 seed=noise_seed, box=UNIT_BOX, bond_length=spacing)
-    else:  # stand-in until the simulator exists
-        from ..forward import ForwardModel
+    return simulate_tiltseries(truth, geo, acq["sigma"], relative_noise=noise or None,
+                               seed=int(rng.integers(2**31)), box=UNIT_BOX,
+                               bond_length=float(truth.info["spacing"]))
 
-        p = ForwardModel(geo, acq["sigma"]).project(truth.positions, truth.weights)
-        std = noise * np.max(np.abs(p))
-        p = p + std * np.random.default_rng(noise_seed).standard_normal(p.shape)
-        ts = TiltSeries(p, geo, atom_sigma=acq["sigma"], box=UNIT_BOX, bond_length=spacing,
-                        noise_std=std, ground_truth=truth)
-    return Problem.from_tiltseries(ts), truth
+
+def simulate_test_case(n_angles, rng, noise=0.01, acquisition=None):
+    """:func:`simulate_test_tiltseries` as a :class:`~atomtomo.solvers.problem.Problem` (with
+    ground truth), and the true configuration."""
+    from ..solvers.problem import Problem
+
+    ts = simulate_test_tiltseries(n_angles, rng, noise, acquisition)
+    return Problem.from_tiltseries(ts), ts.ground_truth
 
 
 def f1_against_angles(angle_counts=SHIPPED_ANGLE_COUNTS, n_samples=5, seed=0,
                       methods=("learned", "adcg"), noise=0.01, models=None, method_options=None,
-                      acquisition=None, progress=None) -> list[dict]:
-    """F1 (tolerance 0.1 spacing) of SIRT + locator and of other methods against the number of
-    angles, on random defect lattices simulated like the training data.
+                      acquisition=None, progress=None, quick=False, tolerance=0.1) -> list[dict]:
+    """F1 (tolerance 0.1 spacing) of SIRT + learned locator and of ADCG (or other methods)
+    against the number of angles, on random defect lattices simulated like the training data.
+
+    Test case ``k`` of ``n`` angles is drawn from the seed ``[seed, 90210, n, k]`` (apart from
+    every training stream), so all methods see the same lattices and a case does not depend on
+    how many others are run.
 
     Parameters
     ----------
     angle_counts : sequence of int
         Numbers of angles, spread uniformly over 180 degrees.
     n_samples : int
-        Test cases per angle count (the same lattices for every method).
+        Test cases per angle count.
     seed : int
-        Seeds the test cases (a stream apart from any training data).
+        Seeds the test cases; method ``seed`` is ``seed + k``.
     methods : sequence of str
         Method names of :func:`atomtomo.solvers.reconstruct`.
     noise : float
-        Relative Gaussian noise.
+        Relative Gaussian noise (0.01 = 1 %).
     models : dict, optional
-        ``n_angles -> model path`` for ``learned`` (default: the shipped model selection).
+        ``n_angles -> model path`` for ``learned`` (default: the shipped model nearest to the
+        angle set).
     method_options : dict, optional
-        ``method -> dict`` of extra options (e.g. ``{"adcg": {"alpha": 0.0}}``).
+        ``method -> dict`` of options passed to the method, ``alpha`` included (default for
+        ``adcg``: :data:`ADCG_OPTIONS`).
     acquisition : dict, optional
         Overrides of :data:`~atomtomo.learn.data.DEFAULT_ACQUISITION` (sigma, pixel_size,
         n_det relative to the unit box) for the test cases.
     progress : callable(dict), optional
-        Called with every per-sample row.
+        Called with every per-case result.
+    quick : bool
+        A few-minute version: angle counts :data:`QUICK_ANGLE_COUNTS` (unless given) and at
+        most 2 test cases each.
+    tolerance : float
+        Matching tolerance in lattice spacings (the bond length of the test lattices).
 
     Returns
     -------
     list of dict
-        One row per (method, n_angles): ``method``, ``n_angles``, ``n_samples``, ``f1_mean``,
-        ``f1_std``, ``precision_mean``, ``recall_mean``, ``runtime_s_mean``, ``f1`` (per sample).
+        One row per (method, n_angles), CSV-ready apart from ``f1`` (the per-case list):
+        ``method``, ``n_angles``, ``n_samples``, ``f1_mean``, ``f1_std``, ``precision_mean``,
+        ``recall_mean``, ``n_found_mean``, ``n_true_mean``, ``runtime_s_mean``, ``options``
+        (JSON), ``tolerance_spacings``, ``f1``.
     """
     from ..solvers import reconstruct
 
-    method_options = dict(method_options or {})
+    if quick:
+        if angle_counts is SHIPPED_ANGLE_COUNTS:
+            angle_counts = QUICK_ANGLE_COUNTS
+        n_samples = min(int(n_samples), 2)
+    if int(n_samples) < 1:
+        raise InputError(f"n_samples must be >= 1, got {n_samples}")
+    if not float(tolerance) > 0:
+        raise InputError(f"tolerance must be positive, got {tolerance}")
+    counts = [int(n) for n in angle_counts]
+    if not counts or min(counts) < 1:
+        raise InputError(f"angle counts must be positive integers, got {list(angle_counts)}")
+    method_options = {"adcg": ADCG_OPTIONS, **dict(method_options or {})}
     rows = []
-    for n in angle_counts:
-        rng = np.random.default_rng([int(seed), 90210, int(n)])
-        cases = [simulate_test_case(int(n), rng, noise, acquisition) for _ in range(int(n_samples))]
+    for n in counts:
+        cases = [simulate_test_case(n, np.random.default_rng([int(seed), 90210, n, k]), noise,
+                                    acquisition) for k in range(int(n_samples))]
         for method in methods:
-            opts = dict(method_options.get(method, {}))
-            if method == "learned" and models and int(n) in models:
-                opts.setdefault("model", models[int(n)])
-            scores, times = [], []
+            opts = dict(method_options.get(method) or {})
+            if method == "learned":
+                opts.setdefault("announce", False)
+                if models and n in models:
+                    opts.setdefault("model", str(models[n]))
+            scores = []
             for k, (problem, truth) in enumerate(cases):  # per test case
                 t0 = time.time()
                 rec = reconstruct(problem, method, seed=int(seed) + k, **opts)
-                times.append(time.time() - t0)
-                tol = 0.1 * float(truth.info["spacing"])
-                scores.append(f1_score(rec.configuration.positions, truth.positions, tol))
+                runtime = time.time() - t0
+                tol = float(tolerance) * float(truth.info["spacing"])
+                f1, precision, recall = f1_score(rec.configuration.positions, truth.positions, tol)
+                scores.append((f1, precision, recall, rec.configuration.n_atoms, truth.n_atoms,
+                               runtime))
                 if progress is not None:
-                    progress({"method": method, "n_angles": int(n), "sample": k,
-                              "f1": scores[-1][0], "runtime_s": times[-1]})
-            s = np.array(scores)
+                    progress({"method": method, "n_angles": n, "sample": k, "f1": f1,
+                              "precision": precision, "recall": recall,
+                              "n_found": rec.configuration.n_atoms, "n_true": truth.n_atoms,
+                              "runtime_s": runtime})
+            s = np.array(scores, dtype=float)
+            shown = {k: v for k, v in opts.items() if k != "announce"}
             rows.append({
-                "method": method, "n_angles": int(n), "n_samples": len(s),
+                "method": method, "n_angles": n, "n_samples": len(s),
                 "f1_mean": float(s[:, 0].mean()), "f1_std": float(s[:, 0].std()),
                 "precision_mean": float(s[:, 1].mean()), "recall_mean": float(s[:, 2].mean()),
-                "runtime_s_mean": float(np.mean(times)), "f1": s[:, 0].tolist(),
+                "n_found_mean": float(s[:, 3].mean()), "n_true_mean": float(s[:, 4].mean()),
+                "runtime_s_mean": float(s[:, 5].mean()),
+                "options": json.dumps(shown, sort_keys=True, default=str),
+                "tolerance_spacings": float(tolerance),
+                "f1": s[:, 0].tolist(),
             })
     return rows

@@ -108,8 +108,9 @@ def _save(obj, path):
 
 def train_locator(angles, steps, out_path, *, seed=0, noise=0.01, batch_size=16, lr=2e-3,
                   progress=None, checkpoint_every=200, resume=False, validation=256,
-                  pool_size=2048, refresh=8, threads=2, architecture=None, acquisition_options=None,
-                  lattice_options=None, time_limit=None, log=None) -> dict:
+                  pool_size=2048, refresh=4, threads=2, architecture=None, acquisition_options=None,
+                  lattice_options=None, time_limit=None, log=None, command=None,
+                  provenance_path=None) -> dict:
     """Train a locator for one angle set and write it to ``out_path`` (a ``.pt`` file).
 
     Parameters
@@ -147,7 +148,12 @@ def train_locator(angles, steps, out_path, *, seed=0, noise=0.01, batch_size=16,
         Stop after this many seconds of training even if ``steps`` are not done; the learning
         rate schedule then follows whichever of steps and time is further along.
     log : callable(str), optional
-        Receives progress messages (validation reports).
+        Receives progress messages (checkpoints, validation report).
+    command : str, optional
+        The command line that asked for this run, recorded in the provenance (the CLI passes
+        its own); default: the equivalent Python call.
+    provenance_path : path, optional
+        Also write the provenance record there as JSON (:func:`write_provenance`).
 
     Returns
     -------
@@ -233,6 +239,7 @@ def train_locator(angles, steps, out_path, *, seed=0, noise=0.01, batch_size=16,
     _say(log, f"validation F1 {report['f1']:.3f} (precision {report['precision']:.3f}, recall "
               f"{report['recall']:.3f}) at threshold {report['threshold']:.2f}")
     provenance = {
+        "command": command,
         "call": (f"atomtomo.learn.train.train_locator(angles={[round(a, 10) for a in acq['angles']]}, "
                  f"steps={steps}, out_path={out_path.name!r}, seed={seed}, noise={noise}, "
                  f"batch_size={batch_size}, lr={lr}, validation={validation}, "
@@ -269,11 +276,14 @@ def train_locator(angles, steps, out_path, *, seed=0, noise=0.01, batch_size=16,
         "provenance": provenance,
     }
     _save(model, out_path)
+    summary = {"path": str(out_path), "steps": int(done), "validation": report,
+               "training_time_s": train_time, "final_loss": provenance["final_loss"],
+               "provenance": provenance, "acquisition": acq}
+    if provenance_path is not None:
+        write_provenance(summary, provenance_path)
     if ckpt_path.is_file():
         ckpt_path.unlink()
-    return {"path": str(out_path), "steps": int(done), "validation": report,
-            "training_time_s": train_time, "final_loss": provenance["final_loss"],
-            "provenance": provenance, "acquisition": acq}
+    return summary
 
 
 def write_provenance(summary: dict, path) -> None:

@@ -24,8 +24,9 @@ import time
 
 import numpy as np
 
-from ..errors import InputError
 from .objective import AtomObjective, AtomState
+from .options import (boolean, choice, non_negative_float, non_negative_int, parse_options,
+                      positive_float, positive_int)
 from .problem import Problem, Reconstruction
 
 
@@ -76,15 +77,25 @@ class Candidates:
 def select_additions(points, delta, species, batch: int, separation: float, tol: float):
     """Indices of up to ``batch`` candidates with ``delta < -tol``, best first, each at least
     ``separation`` from the ones chosen before it."""
-    order = np.argsort(delta)
+    order = smallest(delta, max(50 * batch, 200))
     chosen = []
-    for idx in order[: max(50 * batch, 200)]:
+    for idx in order:
         if delta[idx] >= -tol or len(chosen) >= batch:
             break
         if chosen and np.min(np.linalg.norm(points[chosen] - points[idx], axis=1)) < separation:
             continue
         chosen.append(idx)
     return np.array(chosen, dtype=int)
+
+
+def smallest(values, k: int) -> np.ndarray:
+    """Indices of the ``k`` smallest ``values``, in increasing order (O(m + k log k))."""
+    values = np.asarray(values)
+    k = min(int(k), values.size)
+    if k <= 0:
+        return np.zeros(0, int)
+    part = np.argpartition(values, k - 1)[:k] if k < values.size else np.arange(values.size)
+    return part[np.argsort(values[part], kind="stable")]
 
 
 def adcg_iteration(objective: AtomObjective, state: AtomState, candidates: Candidates, *,
@@ -157,17 +168,17 @@ def adcg(objective: AtomObjective, state: AtomState, candidates: Candidates, *,
 # -------------------------------------------------------------------------------------------
 
 _OPTIONS = {
-    "potential": str,
-    "hops": int,
-    "patience": int,
-    "batch": int,
-    "grid_spacing": float,
-    "max_atoms": int,
-    "temperature": float,
-    "time_limit": float,
-    "tol": float,
-    "sweeps": int,
-    "lattice_start": lambda v: str(v).lower() in ("1", "true", "yes", "on"),
+    "potential": choice("lj", "none", "emt"),
+    "hops": non_negative_int,
+    "patience": positive_int,
+    "batch": positive_int,
+    "grid_spacing": positive_float,
+    "max_atoms": positive_int,
+    "temperature": positive_float,
+    "time_limit": positive_float,
+    "tol": non_negative_float,
+    "sweeps": non_negative_int,
+    "lattice_start": boolean,
 }
 
 
@@ -205,12 +216,7 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
     """
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)
 
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise InputError(
-            f"unknown ADCG option(s) {', '.join(unknown)}; valid: {', '.join(sorted(_OPTIONS))}"
-        )
-    options = {k: _OPTIONS[k](v) for k, v in options.items()}
+    options = parse_options("ADCG", _OPTIONS, options)
     start = time.perf_counter()
     driver = SearchDriver(problem, alpha=alpha, seed=seed, initial=initial,
                           max_iterations=max_iterations, checkpoint=checkpoint, resume=resume,

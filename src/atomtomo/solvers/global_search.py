@@ -33,11 +33,14 @@ from scipy.spatial import cKDTree
 
 from .._io import atomic_path
 from ..errors import InputError
-from .adcg import Candidates, adcg, adcg_iteration, candidate_axes
+from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
 from .objective import AtomObjective, AtomState
 from .problem import Problem, Reconstruction
 
 MOVES = ("jump", "repair", "lattice", "shift")
+
+#: Starting temperature of the refine stage of ``alpha="auto"``, relative to the first stage's.
+REFINE_TEMPERATURE = 0.3
 
 
 def expected_atom_count(problem: Problem) -> float:
@@ -158,6 +161,7 @@ class SearchDriver:
         self.history = []
         # Search state (everything the checkpoint holds).
         self.phase = "adcg"
+        self.stage = "search"  # "refine": the second search, at the alpha chosen by "auto"
         self.iteration = 0
         self.hop = 0
         self.stall = 0
@@ -206,7 +210,7 @@ class SearchDriver:
         from .lattice_seed import lattice_seeds
 
         for seed_state, info in lattice_seeds(self.objective, self.problem.bond_length,
-                                              tol=self.tol, per_kind=2):
+                                              tol=self.tol, per_kind=2, count=3, rng=self.rng):
             state = adcg(self.objective, seed_state, self.candidates, max_iterations=20,
                          max_atoms=self.max_atoms, batch=self.batch,
                          separation=self.separation, tol=self.tol)
@@ -284,12 +288,13 @@ class SearchDriver:
     def _hop_step(self, t0):
         move = self.rng.choice(MOVES, p=self._move_probabilities())
         trial, changed = self._propose(move, self.best if self.rng.random() < 0.3 else self.state)
-        temperature = self.temperature * self.atom_energy * 0.02 ** (self.hop / max(self.hops, 1))
+        start = self.temperature * (REFINE_TEMPERATURE if self.stage == "refine" else 1.0)
+        temperature = start * self.atom_energy * 0.02 ** (self.hop / max(self.hops, 1))
         trial = self._local_relax(trial, changed)
         value = self.objective.value(trial)
         # Only proposals that could still be accepted get the full (expensive) polish.
         if value < self.current_value + 5 * temperature + self.atom_energy:
-            trial = self._polish(trial)
+            trial = self._polish(trial, changed)
             value = self.objective.value(trial)
         delta = value - self.current_value
         accepted = delta < 0 or self.rng.random() < np.exp(-delta / max(temperature, 1e-300))
@@ -313,8 +318,19 @@ class SearchDriver:
             return "alpha"
         return "done"
 
+    def _start_refine(self, state):
+        """Second search stage of ``alpha="auto"``: basin hopping at the chosen alpha, from the
+        ladder's configuration for it, with a third of the first stage's budget."""
+        self.stage = "refine"
+        self.hops = max(self.hops // 3, 1) if self.hops else 0
+        self.patience = max(self.patience // 2, 1)
+        self.hop, self.stall = 0, 0
+        self._set_current(state)
+        self.best, self.best_value = self.state.copy(), self.current_value
+        self.phase = "hop" if self.hops > 0 else "done"
+
     def _alpha_step(self):
-        from .alpha import choose_alpha, alpha_ladder
+        from .alpha import AUTO_SEARCH_ALPHA, alpha_ladder, choose_alpha
 
         ladder = alpha_ladder()
         k = len(self.alpha_trials)
@@ -335,10 +351,13 @@ class SearchDriver:
         state = next(s for a, _, s in self.alpha_trials if a == chosen)
         state = self.objective.relax(state, max_iterations=1000)
         state, _ = self.objective.prune(state, self.tol)
-        self._set_current(state)
-        self.best, self.best_value = self.state.copy(), self.current_value
         self._report("alpha", accepted=True, trial_alpha=chosen)
-        self.phase = "done"
+        if chosen >= AUTO_SEARCH_ALPHA:
+            self._start_refine(state)
+        else:  # a weaker prior does not break ties: searching on at it could re-pair atoms
+            self._set_current(state)
+            self.best, self.best_value = self.state.copy(), self.current_value
+            self.phase = "done"
 
     # -- moves --------------------------------------------------------------------------------
     def _move_probabilities(self):
@@ -375,7 +394,7 @@ class SearchDriver:
             delta, species = self.objective.insertion_scores(
                 state, points, self.candidates.self_energy,
                 corr=self.candidates.correlate(self.objective.residual(state)))
-            top = np.argsort(delta)[:5]
+            top = smallest(delta, 5)
             pick = top[0] if self.rng.random() < 0.5 else self.rng.choice(top)
             state = state.add(points[pick], species[pick])
         return state
@@ -427,7 +446,7 @@ class SearchDriver:
         for _ in range(k):
             delta, species = self.objective.insertion_scores(
                 state, sites, self.objective.model.self_energy(sites))
-            top = np.argsort(delta)[:3]
+            top = smallest(delta, 3)
             pick = top[0] if self.rng.random() < 0.6 else self.rng.choice(top)
             state = state.add(sites[pick], species[pick])
         return state, changed
@@ -441,19 +460,37 @@ class SearchDriver:
         state.positions[group] = np.clip(state.positions[group] + step, box[:, 0], box[:, 1])
         return state, np.asarray(group, int)
 
+    def _neighbourhood(self, state, changed, reach):
+        """Mask of the atoms within ``reach`` of any atom in ``changed``."""
+        movable = np.zeros(state.n, bool)
+        if len(changed):
+            near = cKDTree(state.positions).query_ball_point(state.positions[changed], reach)
+            movable[np.concatenate([np.asarray(x, int) for x in near])] = True
+        return movable
+
     def _local_relax(self, state, changed):
         """Relax only the changed atoms and their neighbours: cheap, and enough to reject most
         bad proposals before the full polish."""
         if state.n == 0 or len(changed) == 0:
             return state
         reach = 2.0 * (self.problem.bond_length or 4 * self.problem.sigma)
-        tree = cKDTree(state.positions)
-        near = tree.query_ball_point(state.positions[changed], reach)
-        movable = np.zeros(state.n, bool)
-        movable[np.concatenate([np.asarray(x, int) for x in near])] = True
+        movable = self._neighbourhood(state, changed, reach)
         return self.objective.relax(state, max_iterations=60, movable=movable)
 
-    def _polish(self, state):
+    def _polish(self, state, changed=None):
+        """Relax, prune and let ADCG add what is missing.
+
+        Large problems (above :data:`~atomtomo.solvers.adcg.LOCAL_MOVE_ABOVE` atoms) relax the
+        neighbourhood of the changed atoms only, so that a hop costs O(neighbourhood), not
+        O(n) L-BFGS iterations; everything is relaxed together at the end of the search.
+        """
+        if changed is not None and state.n > LOCAL_MOVE_ABOVE:
+            reach = 3.0 * (self.problem.bond_length or 4 * self.problem.sigma)
+            state = self.objective.relax(state, movable=self._neighbourhood(state, changed, reach))
+            state, _ = self.objective.prune(state, self.tol)
+            return adcg(self.objective, state, self.candidates, max_iterations=2,
+                        max_atoms=self.max_atoms, batch=1, separation=self.separation,
+                        tol=self.tol)
         state = self.objective.relax(state)
         state, _ = self.objective.prune(state, self.tol)
         return adcg(self.objective, state, self.candidates, max_iterations=8,
@@ -522,6 +559,9 @@ class SearchDriver:
         meta = {
             "fingerprint": self._fingerprint(),
             "phase": self.phase,
+            "stage": self.stage,
+            "hops": self.hops,
+            "patience": self.patience,
             "iteration": self.iteration,
             "hop": self.hop,
             "sweep": self.sweep,
@@ -558,6 +598,9 @@ class SearchDriver:
                 f"checkpoint {self.checkpoint} belongs to another run (data, sigma, seed or alpha differ)"
             )
         self.phase = meta["phase"]
+        self.stage = meta.get("stage", "search")
+        self.hops = meta.get("hops", self.hops)
+        self.patience = meta.get("patience", self.patience)
         self.iteration = meta["iteration"]
         self.hop = meta["hop"]
         self.sweep = meta.get("sweep", 0)

@@ -24,14 +24,32 @@ the three discrete operations of the solver, all vectorised:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import Bounds, minimize
 from scipy.spatial import cKDTree
 
 from ..configuration import Configuration
 from .problem import Problem
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def single_threaded_blas():
+    """Context in which BLAS runs on one thread.
+
+    scipy's L-BFGS-B does many tiny BLAS calls per step; with OpenBLAS's thread pool each one
+    pays a synchronisation, which made the solver 7x slower on 2 idle cores, and far worse on a
+    loaded machine (measured: 0.69 s vs 0.09 s for the same 580 iterations).
+    """
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 @dataclass
@@ -227,15 +245,25 @@ class AtomObjective:
             f, g = self.value_and_gradient(flat.reshape(-1, d), movable_species, data, context)
             return f, g.ravel()
 
-        bounds = np.repeat(self.box[None, :, :], mask.sum(), axis=0).reshape(-1, 2)
-        res = minimize(
-            fun,
-            state.positions[mask].ravel(),
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options={"maxiter": max_iterations, "ftol": 1e-13, "gtol": 1e-10, "maxcor": 20},
-        )
+        lo = np.tile(self.box[:, 0], int(mask.sum()))
+        hi = np.tile(self.box[:, 1], int(mask.sum()))
+        # Stop when a step changes F by less than 1e-9 atom data energies, or no gradient
+        # component exceeds 1e-7 E_1 / sigma (a position change of ~1e-7 sigma): far below
+        # anything the solver compares (its tolerance is 1e-4 E_1), and it saves most of the
+        # iterations that the default tolerances spend on rounding noise.
+        x0 = state.positions[mask].ravel()
+        f0 = fun(x0)[0]
+        ftol = 1e-9 * self.atom_energy / max(abs(f0), self.atom_energy, 1.0)
+        gtol = 1e-7 * self.atom_energy / self.model.sigma
+        with single_threaded_blas():
+            res = minimize(
+                fun,
+                x0,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=Bounds(lo, hi),
+                options={"maxiter": max_iterations, "ftol": ftol, "gtol": gtol, "maxcor": 20},
+            )
         pos = state.positions.copy()
         pos[mask] = res.x.reshape(-1, d)
         # L-BFGS-B never returns a worse point than it started from, but guard against NaN.

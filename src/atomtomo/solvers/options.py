@@ -1,0 +1,108 @@
+"""Method options (``--option KEY=VALUE``): converters that check values at the boundary.
+
+Every method declares a table ``{name: converter}``; :func:`parse_options` converts the values
+given (strings from the command line, or Python values) and turns any problem into a one-line
+:class:`~atomtomo.errors.InputError` naming the option, the method and what is allowed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def boolean(value):
+    """``True``/``False`` from a bool or from 1/0, true/false, yes/no, on/off."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def positive_float(value):
+    v = float(value)
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(value)
+    return v
+
+
+def non_negative_float(value):
+    v = float(value)
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(value)
+    return v
+
+
+def _integer(value):
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    if isinstance(value, str):
+        value = value.strip()
+    return int(value)
+
+
+def positive_int(value):
+    v = _integer(value)
+    if v < 1:
+        raise ValueError(value)
+    return v
+
+
+def non_negative_int(value):
+    v = _integer(value)
+    if v < 0:
+        raise ValueError(value)
+    return v
+
+
+def choice(*allowed):
+    """A converter accepting one of ``allowed`` strings (case-insensitive)."""
+    def convert(value):
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(value)
+        return text
+
+    convert.allowed = allowed
+    return convert
+
+
+_DESCRIPTIONS = {
+    boolean: "true or false",
+    positive_float: "a positive number",
+    non_negative_float: "a number >= 0",
+    positive_int: "a positive integer",
+    non_negative_int: "an integer >= 0",
+}
+
+
+def parse_options(method: str, table: dict, options: dict, checks: dict | None = None) -> dict:
+    """Convert ``options`` by ``table``; :class:`InputError` for unknown names or bad values.
+
+    ``checks`` maps a name to ``(predicate, wording)`` tested after conversion.
+    """
+    unknown = sorted(set(options) - set(table))
+    if unknown:
+        raise InputError(f"unknown {method} option(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(sorted(table))}")
+    out = {}
+    for key, value in options.items():
+        convert = table[key]
+        try:
+            out[key] = convert(value)
+        except (TypeError, ValueError):
+            wanted = _DESCRIPTIONS.get(convert) or (
+                "one of " + ", ".join(convert.allowed) if hasattr(convert, "allowed") else None)
+            hint = f" (expected {wanted})" if wanted else ""
+            raise InputError(f"invalid value {value!r} for {method} option {key}{hint}") from None
+        check = (checks or {}).get(key)
+        if check is not None and not check[0](out[key]):
+            raise InputError(f"{method} option {key} must be {check[1]}, got {out[key]}")
+    return out
