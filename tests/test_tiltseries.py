@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -439,3 +440,37 @@ def test_import_tiff(tmp_path):
     sino = tmp_path / "sino.tif"
     tifffile.imwrite(sino, good_projections().astype(np.float32), photometric="minisblack")
     assert import_tiff(sino, ANGLES, 0.03, ndim=2).geometry.detector_shape == (32,)
+
+
+# -- measured AET data (MATLAB layout) -------------------------------------------------------
+AET_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "aet" / "ta_film_area1_measured_raw.h5"
+
+
+@pytest.mark.skipif(not AET_FILE.is_file(), reason="../shared/data/aet is not available")
+def test_import_aet_measured_ta_film(tmp_path):
+    from atomtomo.tiltseries import import_aet
+
+    ts = import_aet(AET_FILE, atom_sigma=0.5, bond_length=2.86)
+    assert ts.geometry.data_shape == (46, 61, 131)
+    assert np.degrees(ts.angles).min() == pytest.approx(-63.0, abs=0.01)
+    assert ts.length_unit == "angstrom" and ts.geometry.pixel_size == pytest.approx(0.3216)
+    # Single-axis tilt about y: each image's row profile (sum over u) is the same at every angle.
+    rows = ts.projections.sum(axis=2)
+    rows = rows / rows.sum(axis=1, keepdims=True)
+    assert np.mean(np.std(rows, axis=0) / np.mean(rows, axis=0)) < 0.1
+    write_tiltseries(ts, tmp_path / "ta.h5")
+    assert read_tiltseries(tmp_path / "ta.h5").geometry.data_shape == (46, 61, 131)
+
+
+def test_import_aet_rejects_other_files(tmp_path):
+    import h5py
+
+    from atomtomo.tiltseries import import_aet
+
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["projections_rows_cols_angles"] = np.zeros((4, 5, 3), np.float32)
+    with pytest.raises(InputError, match="euler_angles_deg_phi_theta_psi"):
+        import_aet(path)
+    with pytest.raises(InputError, match="not found"):
+        import_aet(tmp_path / "none.h5")

@@ -40,3 +40,20 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def output_directory(path) -> Path:
+    """Create the output directory ``path`` (its parent must exist) and return it.
+
+    Raises :class:`~atomtomo.errors.InputError` when ``path`` is a file or its parent is missing.
+    """
+    from .errors import InputError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output directory does not exist: {parent}")
+    out.mkdir(exist_ok=True)
+    return out

@@ -1283,6 +1283,29 @@ def _run_import(importer, stack, angles, pixel_size, ndim, sigma, bond_length, l
                 f"{'x'.join(map(str, geo.detector_shape))}, pixel size {geo.pixel_size:.4g}")
 
 
+@cli.command("import-aet")
+@click.argument("source", metavar="AET.h5")
+@click.option("--sigma", type=POSITIVE, default=None, help="Atom width (atom_sigma), angstrom.")
+@click.option("--bond-length", type=POSITIVE, default=None,
+              help="Nearest-neighbour distance of the material, angstrom.")
+@_output_option("The tilt series to write (HDF5).")
+@_quiet_option
+@_debug_option
+def import_aet_command(source, sigma, bond_length, output, quiet):
+    """Convert a measured AET tilt series (MATLAB layout of the published data sets, e.g. the
+    amorphous Ta film) into a tilt-series file."""
+    from .tiltseries import import_aet
+
+    out = _check_output(output)
+    ts = import_aet(source, atom_sigma=sigma, bond_length=bond_length)
+    _write_tiltseries(ts, out)
+    geo = ts.geometry
+    _say(quiet, f"wrote {out}: 3D, {geo.n_angles} angles from {np.degrees(ts.angles.min()):.1f} "
+                f"to {np.degrees(ts.angles.max()):.1f} deg, detector "
+                f"{'x'.join(map(str, geo.detector_shape))}, pixel size {geo.pixel_size:.4g} "
+                f"angstrom")
+
+
 @cli.command("import-mrc")
 @click.argument("stack", metavar="STACK.mrc")
 @_import_options

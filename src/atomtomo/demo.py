@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_path
+from ._io import atomic_path, output_directory
 from .errors import InputError
 
 #: The acquisition of the demo (the learned locator's default detector, so it can be compared).
@@ -84,13 +84,7 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
             log(msg)
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}")
-    out.mkdir(exist_ok=True)
+    out = output_directory(out_dir)
     files = {
         "tiltseries": out / "tiltseries.h5",
         "truth": out / "truth.xyz",

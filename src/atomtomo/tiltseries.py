@@ -10,7 +10,8 @@ for simulated data, the ground truth and the noise that was added.
 * :func:`simulate_tiltseries`: project a configuration with the analytic forward model and add
   noise (:mod:`atomtomo.noise`).
 * :func:`import_mrc`, :func:`import_tiff`: measured stacks (one image per angle) from the
-  formats microscopes write; :func:`import_aet_ta_film`: the published measured Ta-film data.
+  formats microscopes write; :func:`import_aet`: measured AET tilt series in the MATLAB layout of the published
+  AET data sets (e.g. the amorphous Ta film).
 """
 
 from __future__ import annotations
@@ -717,3 +718,59 @@ def import_tiff(path, angles, pixel_size=None, *, ndim=3, atom_sigma=None,
     return _imported(data, angles, pixel_size, ndim, str(path), atom_sigma=atom_sigma,
                      bond_length=bond_length, box=box, species_weights=species_weights,
                      length_unit=length_unit)
+
+
+def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeries:
+    """Read a measured AET tilt series stored in the MATLAB layout of the published data sets.
+
+    The HDF5 file holds ``projections_rows_cols_angles`` (rows, cols, n_angles),
+    ``euler_angles_deg_phi_theta_psi`` (n_angles, 3) whose ``theta`` column is the tilt angle
+    in degrees, and a root attribute ``pixel_size_angstrom`` — as the amorphous Ta-film data of
+    the AET-AmorphousMaterials repository. The tilt axis runs along the MATLAB columns'
+    direction: the column profiles (sums over rows) stay the same at every angle, the row
+    profiles do not, so each image is transposed to the spec's (rows along the tilt axis ``y``,
+    columns along ``u``). The small ``phi`` and ``psi`` corrections of the alignment (a few
+    tenths of a degree) are not modelled; their largest value is recorded as the attribute
+    ``ignored_euler_deg``.
+
+    Returns
+    -------
+    TiltSeries
+        3D, single-axis, lengths in angstrom.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"AET file not found: {path}")
+    try:
+        if not h5py.is_hdf5(path):
+            raise InputError(f"{path} is not an HDF5 file")
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("projections_rows_cols_angles", "euler_angles_deg_phi_theta_psi")
+                       if k not in f]
+            if missing:
+                raise InputError(f"{path} is not an AET tilt series: dataset {missing[0]!r} is "
+                                 "missing")
+            data = np.asarray(f["projections_rows_cols_angles"][()])
+            euler = np.asarray(f["euler_angles_deg_phi_theta_psi"][()], dtype=float)
+            pixel = f.attrs.get("pixel_size_angstrom")
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot read AET tilt series: {msg}") from None
+    where = str(path)
+    if data.ndim != 3:
+        raise InputError(f"{where}: projections_rows_cols_angles must be 3D, got {data.shape}")
+    if euler.ndim != 2 or euler.shape != (data.shape[2], 3):
+        raise InputError(f"{where}: euler angles of shape {euler.shape} do not match "
+                         f"{data.shape[2]} projections")
+    if pixel is None:
+        raise InputError(f"{where}: root attribute pixel_size_angstrom is missing")
+    stack = np.transpose(data, (2, 1, 0))  # (angles, cols -> rows along the tilt axis, rows -> u)
+    ts = _imported(stack, np.radians(euler[:, 1]), pixel, 3, where, atom_sigma=atom_sigma,
+                   bond_length=bond_length, box=box, species_weights=None,
+                   length_unit="angstrom")
+    ts.attrs["ignored_euler_deg"] = float(np.max(np.abs(euler[:, [0, 2]])))
+    return ts

@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+from .._io import output_directory
 from ..errors import InputError
 
 #: Experiment name -> module (relative to this package).
@@ -90,13 +91,7 @@ def run_experiment(name, out_dir, *, quick=False, scheduler=None, workers=None, 
     from .sweep import RESULTS, read_failures, read_results, run_sweep, with_ids
 
     module = get_experiment(name)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}")
-    out.mkdir(exist_ok=True)
+    out = output_directory(out_dir)
     _claim_directory(out, name)
     say = log or (lambda msg: None)
     grid = module.tasks(quick)

@@ -352,8 +352,8 @@ def lattice_candidates(objective: AtomObjective, spacing: float, per_kind: int =
                                                           box))[0], basis @ f)
                   for f in fractions]
         misfit, offset = min(scored, key=lambda t: t[0])
-        fits.append((*refine_lattice(objective, kind, spacing, theta, offset, misfit)[:1], kind,
-                     theta, offset))
+        misfit, theta, offset = refine_lattice(objective, kind, spacing, theta, offset, misfit)
+        fits.append((misfit, kind, theta, offset))
     return fits
 
 
