@@ -243,8 +243,9 @@ def test_reconstruct_learned_rejects_bad_options(tiny_model):
     problem, _ = locator.simulate_test_case(3, np.random.default_rng(5), 0.01, TINY)
     with pytest.raises(InputError, match="valid: model, threshold"):
         locator.reconstruct_learned(problem, model=str(path), hops=3)
-    with pytest.raises(InputError, match="alpha must be 0"):
-        locator.reconstruct_learned(problem, model=str(path), alpha="auto")
+    # alpha is recorded and ignored, as by the grid methods: one command line runs every method.
+    rec = locator.reconstruct_learned(problem, model=str(path), alpha="auto")
+    assert rec.info["alpha"] == "auto" and "ignored" in rec.info["alpha_note"]
     with pytest.raises(InputError, match="threshold"):
         locator.reconstruct_learned(problem, model=str(path), threshold=-1)
 

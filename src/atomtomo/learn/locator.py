@@ -260,8 +260,9 @@ def reconstruct_learned(problem, *, alpha=0.0, seed=0, callback=None, model=None
     model : path, optional
         A model file from :func:`~atomtomo.learn.train.train_locator`; default: the shipped
         model nearest to the problem's angles (:func:`select_model`).
-    alpha : float
-        Must be 0: the locator has no potential-energy term.
+    alpha : float or "auto"
+        Recorded, not used: the locator has no potential-energy term (as for the grid methods,
+        so that the same command line runs every method).
     seed : int
         Unused (inference is deterministic); accepted for the common signature.
     callback : callable(dict), optional
@@ -288,8 +289,6 @@ def reconstruct_learned(problem, *, alpha=0.0, seed=0, callback=None, model=None
     if options:
         raise InputError(f"unknown option(s) {', '.join(sorted(options))} for method learned; "
                          f"valid: {', '.join(LEARNED_OPTIONS)}")
-    if alpha != 0:
-        raise InputError(f"method learned has no energy term: alpha must be 0, got {alpha}")
     if problem.ndim != 2:
         raise InputError("the learned locator is 2D only")
     threshold, merge_fraction = (_positive_option(v, k) for k, v in
@@ -316,6 +315,7 @@ def reconstruct_learned(problem, *, alpha=0.0, seed=0, callback=None, model=None
     info = {
         "method": "learned",
         "alpha": alpha,
+        "alpha_note": "ignored (the learned locator has no energy term)",
         "objective": objective,
         "data_discrepancy": float(np.sqrt(2 * objective)),
         "energy": 0.0,
