@@ -229,7 +229,7 @@ def test_registry_and_task_grids():
         assert len(module.tasks(True)) < len(module.tasks(False)) or name == "animation"
     comparison = get_experiment("comparison")
     full = comparison.tasks(False)
-    assert len(full) == 5 * 5 * 2 * 3 * 10
+    assert len(full) == 5 * 5 * 2 * 3 * 5
     assert {t["method"] for t in full} == set(comparison.METHODS)
     with pytest.raises(InputError, match="unknown experiment"):
         get_experiment("nope")

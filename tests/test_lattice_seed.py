@@ -57,7 +57,7 @@ def test_lattice_seed_recovers_crystal_with_vacancies():
     problem = problem_for(truth, [17.0, 71.0, 133.0])
     objective = AtomObjective(problem, make_potential("lj", SPACING, 2), 0.01)
     state, info = lattice_seeds(objective, SPACING, per_kind=1, count=1, rng=0)[0]
-    assert info["lattice"] == "square"
+    assert info["label"].startswith("square lattice")
     found = objective.configuration(state)
     assert match_atoms(found, truth, 0.1 * SPACING).f1 == 1.0
 
@@ -90,3 +90,23 @@ def test_site_annealer_bond_term_prefers_compact_occupations():
                           moves_per_level=300, bond=-0.5 * annealer.atom_energy)
     occupied = set(np.flatnonzero(result.occupancy).tolist())
     assert occupied in ({0, 1, 2}, {3, 4, 5})
+
+
+def test_grain_pairs_find_both_grains_of_a_boundary():
+    """A symmetric tilt boundary between two square grains (+-15 degrees), three angles: the
+    best two-grain candidate has both orientations."""
+    from atomtomo.solvers.lattice_seed import _basis, grain_pairs
+
+    left = lattice_sites("square", SPACING, np.radians(-15.0), np.zeros(2), BOX)
+    right = lattice_sites("square", SPACING, np.radians(15.0), _basis("square", SPACING, 0) @
+                          [0.4, 0.1], BOX)
+    left = left[(left[:, 0] < -0.02) & (np.linalg.norm(left, axis=1) < 0.42)]
+    right = right[(right[:, 0] > 0.05) & (np.linalg.norm(right, axis=1) < 0.42)]
+    truth = np.vstack([left, right])
+    problem = problem_for(truth, [17.0, 71.0, 133.0])
+    objective = AtomObjective(problem, make_potential("lj", SPACING, 2), 0.0)
+    fits = fit_lattice(objective, SPACING, kinds=("square",), refine=3)
+    best = grain_pairs(objective, SPACING, fits, keep=1)[0]
+    angles = [float(a) for a in best["label"].replace("|", " ").split()
+              if a.replace(".", "").replace("-", "").isdigit()]
+    assert np.allclose(np.sort(np.mod(angles, 90.0)), [15.0, 75.0], atol=1.5), best["label"]

@@ -217,7 +217,7 @@ class SearchDriver:
             value = self.objective.value(state)
             if value < self.best_value - self.tol:
                 self.best, self.best_value = state.copy(), value
-                self.start = f"{info['lattice']} lattice at {info['theta_deg']:.2f} deg"
+                self.start = info["label"]
         self.state, self.current_value = self.best.copy(), self.best_value
         self._report("seed", accepted=self.start != "greedy", start=self.start)
         self.phase = self._next_after_seed()

@@ -224,44 +224,48 @@ def _angle_gap(a, b, period_deg):
     return min(d, period - d)
 
 
+def _fit_orientation(model, data, kind, spacing, theta, offset, ij, weights, centre):
+    """Least-squares ``(theta, offset)`` of a lattice whose occupied sites ``ij`` are fixed:
+    three parameters, L-BFGS-B with the analytic gradient of the data term."""
+    def fun(p):
+        basis = _basis(kind, spacing, p[0])
+        pos = centre + p[1:] + ij @ basis.T
+        f, g, _ = model.data_term(pos, weights, data)
+        dbasis = _basis(kind, spacing, p[0] + np.pi / 2)  # d/dtheta of a rotation
+        return f, np.r_[np.sum(g * (ij @ dbasis.T)), g.sum(axis=0)]
+
+    with single_threaded_blas():
+        res = minimize(fun, np.r_[theta, offset], jac=True, method="L-BFGS-B",
+                       options={"maxiter": 100})
+    return float(res.x[0]), res.x[1:]
+
+
 def refine_lattice(objective: AtomObjective, kind, spacing, theta, offset, misfit=None,
                    rounds: int = 4):
     """Continuous refinement of a lattice's orientation and offset.
 
     Alternates the greedy occupation of :func:`greedy_misfit` with a least-squares fit of
-    ``(theta, offset)`` to the data for the occupied sites held fixed (three parameters,
-    L-BFGS-B with the analytic gradient of the data term), while the misfit decreases. The
-    scan's grid leaves the orientation up to half a step off, enough to put the outer sites of a
-    crystal between atoms; the misfit itself is piecewise constant in the occupancy, so it is
-    not refined directly.
+    ``(theta, offset)`` to the data for the occupied sites held fixed, while the misfit
+    decreases. The scan's grid leaves the orientation up to half a step off, enough to put the
+    outer sites of a crystal between atoms; the misfit itself is piecewise constant in the
+    occupancy, so it is not refined directly.
 
     Returns ``(misfit, theta, offset)``.
     """
-    box, model, data = objective.box, objective.model, objective.data
+    box = objective.box
     offset = np.asarray(offset, float)
     if misfit is None:
         misfit = greedy_misfit(objective, lattice_sites(kind, spacing, theta, offset, box))[0]
+    weights = np.asarray(objective.species_weights, float)
     for _ in range(rounds):
         sites, ij = lattice_sites(kind, spacing, theta, offset, box, indices=True)
         _, species = greedy_misfit(objective, sites)
         on = species >= 0
         if on.sum() < 3:
             break
-        ij_on = ij[on]
-        w = np.asarray(objective.species_weights, float)[species[on]]
-        centre = box.mean(axis=1)
-
-        def fun(p):
-            basis = _basis(kind, spacing, p[0])
-            pos = centre + p[1:] + ij_on @ basis.T
-            f, g, _ = model.data_term(pos, w, data)
-            dbasis = _basis(kind, spacing, p[0] + np.pi / 2)  # d/dtheta of a rotation
-            return f, np.r_[np.sum(g * (ij_on @ dbasis.T)), g.sum(axis=0)]
-
-        with single_threaded_blas():
-            res = minimize(fun, np.r_[theta, offset], jac=True, method="L-BFGS-B",
-                           options={"maxiter": 100})
-        new_theta, new_offset = float(res.x[0]), res.x[1:]
+        new_theta, new_offset = _fit_orientation(objective.model, objective.data, kind, spacing,
+                                                 theta, offset, ij[on], weights[species[on]],
+                                                 box.mean(axis=1))
         new_misfit = greedy_misfit(objective, lattice_sites(kind, spacing, new_theta,
                                                             new_offset, box))[0]
         if not new_misfit < misfit:
@@ -270,7 +274,8 @@ def refine_lattice(objective: AtomObjective, kind, spacing, theta, offset, misfi
     return float(misfit), float(theta), np.asarray(offset, float)
 
 
-def anneal_occupancy(objective: AtomObjective, sites, species, rng, levels: int = 60):
+def anneal_occupancy(objective: AtomObjective, sites, species, rng, levels: int = 60,
+                     spacing: float | None = None):
     """Improve a greedy occupation of lattice ``sites`` by simulated annealing over occupancies.
 
     Greedy occupation commits to its first choices; with few angles a site that explains part
@@ -286,7 +291,7 @@ def anneal_occupancy(objective: AtomObjective, sites, species, rng, levels: int 
 
     if len(sites) < 2:
         return species, np.inf
-    spacing = _nearest_site_distance(sites)
+    spacing = _nearest_site_distance(sites) if spacing is None else float(spacing)
     neighbours = site_neighbours(sites, 1.01 * spacing)
     annealer = SiteAnnealer(objective.model, objective.data, sites, neighbours,
                             objective.species_weights)
@@ -337,8 +342,12 @@ def beam_aligned(geometry, kinds=("square", "hexagonal")):
 
 
 def lattice_candidates(objective: AtomObjective, spacing: float, per_kind: int = 2):
-    """Lattices worth occupying: the best of :func:`fit_lattice` and the beam-aligned ones
-    (:func:`beam_aligned`, with their best offset), each as ``(misfit, kind, theta, offset)``."""
+    """Site sets worth occupying, as dicts with ``sites``, ``misfit`` and a ``label``.
+
+    The best lattices of :func:`fit_lattice`; the beam-aligned ones (:func:`beam_aligned`, with
+    their best offset); and, from three angles on, two-grain site sets (:func:`grain_pairs`) for
+    crystals with a grain boundary, which no single lattice fits.
+    """
     fits = fit_lattice(objective, spacing, refine=per_kind)
     box = objective.box
     frac = (np.arange(6) + 0.5) / 6
@@ -354,7 +363,101 @@ def lattice_candidates(objective: AtomObjective, spacing: float, per_kind: int =
         misfit, offset = min(scored, key=lambda t: t[0])
         misfit, theta, offset = refine_lattice(objective, kind, spacing, theta, offset, misfit)
         fits.append((misfit, kind, theta, offset))
-    return fits
+    out = [{"sites": lattice_sites(kind, spacing, theta, offset, box), "misfit": misfit,
+            "label": f"{kind} lattice at {np.degrees(theta):.2f} deg", "grains": 1}
+           for misfit, kind, theta, offset in fits]
+    if objective.model.geometry.n_angles < 3:
+        # Two projections leave so much freedom that a second lattice mostly fits ambiguity
+        # (measured: it won, wrongly, on 4 of 6 zone-axis cases), and cannot resolve a boundary.
+        return out
+    return out + grain_pairs(objective, spacing, fits)
+
+
+def _two_grains(kind, spacing, box, grains, normal, cut, indices=False):
+    """Sites of two grains of a ``kind`` lattice, ``grains = ((theta1, offset1), (theta2,
+    offset2))``, on either side of the line ``(x - centre) . normal = cut``; sites of the second
+    closer than 0.6 spacings to the first's are dropped. With ``indices``: also which grain and
+    the lattice indices of each site."""
+    from scipy.spatial import cKDTree
+
+    centre = box.mean(axis=1)
+    parts = []
+    for g, (theta, offset) in enumerate(grains):
+        sites, ij = lattice_sites(kind, spacing, theta, offset, box, indices=True)
+        side = (sites - centre) @ normal
+        keep = side < cut if g == 0 else side >= cut
+        parts.append((sites[keep], ij[keep]))
+    (a, ij_a), (b, ij_b) = parts
+    if len(a) and len(b):
+        far = cKDTree(a).query(b)[0] > 0.6 * spacing
+        b, ij_b = b[far], ij_b[far]
+    sites = np.vstack([a, b])
+    if not indices:
+        return sites
+    return sites, np.r_[np.zeros(len(a), int), np.ones(len(b), int)], np.vstack([ij_a, ij_b])
+
+
+def refine_grains(objective: AtomObjective, kind, spacing, grains, normal, cut, misfit,
+                  rounds: int = 3):
+    """:func:`refine_lattice` for two grains: each grain's orientation and offset is fitted to
+    the data left by the other's occupied sites, in turn, while the misfit decreases. (A single
+    lattice fitted to a bicrystal lands between the grains' orientations, degrees off both.)"""
+    box, model = objective.box, objective.model
+    weights = np.asarray(objective.species_weights, float)
+    grains = [(float(t), np.asarray(o, float)) for t, o in grains]
+    for _ in range(rounds):
+        sites, grain, ij = _two_grains(kind, spacing, box, grains, normal, cut, indices=True)
+        _, species = greedy_misfit(objective, sites)
+        on = species >= 0
+        new = list(grains)
+        for g in (0, 1):
+            mine, other = on & (grain == g), on & (grain != g)
+            if mine.sum() < 3:
+                continue
+            data = objective.data - model.project(sites[other], weights[species[other]])
+            new[g] = _fit_orientation(model, data, kind, spacing, *grains[g], ij[mine],
+                                      weights[species[mine]], box.mean(axis=1))
+        new_misfit = greedy_misfit(objective, _two_grains(kind, spacing, box, new, normal,
+                                                          cut))[0]
+        if not new_misfit < misfit:
+            break
+        misfit, grains = new_misfit, new
+    return misfit, grains
+
+
+def grain_pairs(objective: AtomObjective, spacing: float, fits, keep: int = 1):
+    """Two-grain candidates: the box cut by a straight boundary, each side filled with the sites
+    of a differently oriented lattice of the same kind (one material), scored by
+    :func:`greedy_misfit`; the ``keep`` best (default: the best), refined (:func:`refine_grains`).
+
+    Boundaries: 6 orientations (every 30 degrees) x 3 positions (the centre and a quarter of the
+    box to either side); grains: the orientations of ``fits`` (:func:`fit_lattice`), at least 3
+    degrees apart. Cost: one greedy occupation per boundary and ordered pair of lattices.
+    """
+    box = objective.box
+    half = 0.5 * float(np.min(box[:, 1] - box[:, 0]))
+    scored = []
+    for phi in np.radians(np.arange(0, 180, 30)):
+        normal = np.array([np.cos(phi), np.sin(phi)])
+        for cut in (-0.5 * half, 0.0, 0.5 * half):
+            for i, (_, k1, t1, o1) in enumerate(fits):
+                for j, (_, k2, t2, o2) in enumerate(fits):
+                    if j == i or k1 != k2 or _angle_gap(t1, t2, LATTICES[k1][2]) < np.radians(3):
+                        continue
+                    grains = ((t1, o1), (t2, o2))
+                    sites = _two_grains(k1, spacing, box, grains, normal, cut)
+                    if len(sites) < 6:
+                        continue
+                    scored.append((greedy_misfit(objective, sites)[0], k1, grains, normal, cut))
+    scored.sort(key=lambda t: t[0])
+    out = []
+    for misfit, kind, grains, normal, cut in scored[:keep]:
+        misfit, grains = refine_grains(objective, kind, spacing, grains, normal, cut, misfit)
+        label = (f"grains: {kind} at {np.degrees(grains[0][0]):.1f} | {kind} at "
+                 f"{np.degrees(grains[1][0]):.1f} deg")
+        out.append({"sites": _two_grains(kind, spacing, box, grains, normal, cut),
+                    "misfit": misfit, "label": label, "grains": 2})
+    return out
 
 
 def lattice_seeds(objective: AtomObjective, spacing: float, tol=0.0, per_kind: int = 2,
@@ -363,23 +466,29 @@ def lattice_seeds(objective: AtomObjective, spacing: float, tol=0.0, per_kind: i
 
     Every candidate of :func:`lattice_candidates` has its sites occupied by the data (greedy,
     then annealed with the prior's bonds: :func:`anneal_occupancy`) and is ranked by that
-    annealed score; the best ``count`` are relaxed with the full objective and pruned.
+    annealed score; the best ``count`` single lattices and the best two-grain set (which has
+    more sites to fit noise with, so it is not ranked against them) are relaxed with the full
+    objective and pruned. Returns ``(state, info)`` pairs; ``info`` has the candidate's
+    ``label``, ``misfit`` and ``score``.
     """
     rng = np.random.default_rng(rng)
     occupied = []
-    for misfit, kind, theta, offset in lattice_candidates(objective, spacing, per_kind):
-        sites = lattice_sites(kind, spacing, theta, offset, objective.box)
+    for cand in lattice_candidates(objective, spacing, per_kind):
+        sites = cand["sites"]
+        if len(sites) == 0:
+            continue
         # Occupied by the data (and the prior's bonds only) as the lattice was scored: the
         # prior's full insertion energies would favour filled sites over the data's vacancies.
         _, species = greedy_misfit(objective, sites)
-        species, score = anneal_occupancy(objective, sites, species, rng)
-        occupied.append((score, kind, theta, sites, species, misfit))
+        species, score = anneal_occupancy(objective, sites, species, rng, spacing=spacing)
+        occupied.append((score, cand, species))
     occupied.sort(key=lambda t: t[0])
+    single = [o for o in occupied if o[1]["grains"] == 1][:count]
     seeds = []
-    for score, kind, theta, sites, species, misfit in occupied[:count]:
+    for score, cand, species in single + [o for o in occupied if o[1]["grains"] == 2][:1]:
+        sites = cand["sites"]
         state = AtomState(sites[species >= 0], species[species >= 0])
         state = objective.relax(state)
         state, _ = objective.prune(state, tol)
-        seeds.append((state, {"lattice": kind, "theta_deg": float(np.degrees(theta)),
-                              "misfit": misfit, "score": score}))
+        seeds.append((state, {"label": cand["label"], "misfit": cand["misfit"], "score": score}))
     return seeds
