@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
+from ._checks import positive_number
 from .errors import InputError
 from .geometry import Geometry
 
@@ -87,12 +88,7 @@ class ForwardModel:
     """
 
     def __init__(self, geometry: Geometry, sigma: float, truncation: float = TRUNCATION):
-        try:
-            sigma = float(sigma)
-        except (TypeError, ValueError):
-            raise InputError(f"sigma must be a number, got {sigma!r}") from None
-        if not np.isfinite(sigma) or sigma <= 0:
-            raise InputError(f"sigma must be positive, got {sigma}")
+        sigma = positive_number(sigma, "sigma")
         self.geometry = geometry
         self.sigma = sigma
         self.truncation = float(truncation)

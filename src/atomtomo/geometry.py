@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import positive_number
 from .errors import InputError
 
 
@@ -102,12 +103,7 @@ class Geometry:
             )
         if any(n < 1 for n in shape):
             raise InputError(f"detector size must be positive, got {shape}")
-        try:
-            pixel_size = float(pixel_size)
-        except (TypeError, ValueError):
-            raise InputError(f"pixel size must be a number, got {pixel_size!r}") from None
-        if not np.isfinite(pixel_size) or pixel_size <= 0:
-            raise InputError(f"pixel size must be positive, got {pixel_size}")
+        pixel_size = positive_number(pixel_size, "pixel size")
         directions = np.array(directions, dtype=float)
         directions.setflags(write=False)
         return cls(ndim, shape, pixel_size, directions, angles)

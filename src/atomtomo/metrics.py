@@ -23,6 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ._checks import positive_number
 from .configuration import Configuration
 from .errors import InputError
 
@@ -166,12 +167,7 @@ def match_atoms(found, truth, tolerance) -> MatchResult:
     t_pos, t_sp = _positions_and_species(truth, "true")
     if len(f_pos) and len(t_pos) and f_pos.shape[1] != t_pos.shape[1]:
         raise InputError(f"cannot compare {f_pos.shape[1]}D atoms with {t_pos.shape[1]}D atoms")
-    try:
-        tolerance = float(tolerance)
-    except (TypeError, ValueError):
-        raise InputError(f"tolerance must be a number, got {tolerance!r}") from None
-    if not np.isfinite(tolerance) or tolerance <= 0:
-        raise InputError(f"tolerance must be positive, got {tolerance}")
+    tolerance = positive_number(tolerance, "tolerance")
 
     pairs = match_pairs(f_pos, t_pos, tolerance)
     n_f, n_t, k = len(f_pos), len(t_pos), len(pairs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import finite_number as _number, positive_number
 from .errors import InputError
 
 
@@ -25,16 +26,6 @@ def _finite_array(projections) -> np.ndarray:
     if not np.all(np.isfinite(p)):
         raise InputError("projections contain NaN or infinite values")
     return p
-
-
-def _number(value, name) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(v):
-        raise InputError(f"{name} must be finite, got {v}")
-    return v
 
 
 def add_gaussian_noise(projections, std=None, relative=None, seed=None):
@@ -95,12 +86,8 @@ def add_poisson_noise(projections, dose, pixel_area, seed=None):
     std_estimate : float
         ``sqrt(mean(p) / (dose * pixel_area))``, the root-mean-square noise standard deviation.
     """
-    dose = _number(dose, "dose")
-    pixel_area = _number(pixel_area, "pixel area")
-    if dose <= 0:
-        raise InputError(f"dose must be positive, got {dose}")
-    if pixel_area <= 0:
-        raise InputError(f"pixel area must be positive, got {pixel_area}")
+    dose = positive_number(dose, "dose")
+    pixel_area = positive_number(pixel_area, "pixel area")
     p = _finite_array(projections)
     scale = float(np.max(np.abs(p))) if p.size else 0.0
     # The forward model can return -1e-17 where the true value is 0; anything larger is an error.

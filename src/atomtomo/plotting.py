@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import positive_number as _positive
 from ._io import atomic_path
 from .errors import InputError
 
@@ -264,9 +265,7 @@ def _prepare(found, truth, box, tolerance, view):
     if t_pos is not None:
         if tolerance is None:
             tolerance = 0.1 * bond
-        tolerance = float(tolerance)
-        if not np.isfinite(tolerance) or tolerance <= 0:
-            raise InputError(f"tolerance must be positive, got {tolerance}")
+        tolerance = _positive(tolerance, "tolerance")
         match = match_atoms(f_pos, t_pos, tolerance)
     return f_pos, t_pos, ndim, box, bond, tolerance, match
 
@@ -473,16 +472,6 @@ def plot_reconstruction(found, truth=None, ax=None, box=None, tolerance=None, ti
             ax.legend(handles=_legend_handles(drawn), labels=[f"{n} reconstructed atoms"],
                       loc="upper center", bbox_to_anchor=(0.5, -0.13), borderaxespad=0.0)
     return ax
-
-
-def _positive(value, name):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a positive number, got {value!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a positive number, got {value}")
-    return value
 
 
 def plot_panels(panels, ncols=None, *, vmax=None, view="xy", panel_size=2.7, suptitle=None,

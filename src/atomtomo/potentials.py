@@ -34,6 +34,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ._checks import positive_number as _positive
 from .errors import InputError
 
 __all__ = [
@@ -59,16 +60,6 @@ def _as_positions(positions, name="positions", ndim=None) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise InputError(f"{name} contain NaN or infinite values")
     return x
-
-
-def _positive(value, name) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a positive number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise InputError(f"{name} must be a positive number, got {value!r}")
-    return v
 
 
 def nearest_neighbour_distance(positions) -> float:

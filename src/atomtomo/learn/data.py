@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._checks import positive_number
 from ..errors import InputError
 from ..forward import ForwardModel
 from ..geometry import Geometry
@@ -77,9 +78,7 @@ def acquisition(angles, noise=0.01, **overrides) -> dict:
     acq["n_det"] = int(acq["n_det"])
     acq["sirt_iterations"] = int(acq["sirt_iterations"])
     for key in ("sigma", "pixel_size", "sirt_relaxation"):
-        acq[key] = float(acq[key])
-        if not np.isfinite(acq[key]) or acq[key] <= 0:
-            raise InputError(f"{key} must be positive, got {acq[key]}")
+        acq[key] = positive_number(acq[key], key)
     if acq["grid"] < 8 or acq["n_det"] < 2 or acq["sirt_iterations"] < 1:
         raise InputError("grid must be >= 8, n_det >= 2 and sirt_iterations >= 1")
     acq["angles"] = [float(a) for a in angles]

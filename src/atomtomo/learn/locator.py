@@ -25,6 +25,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from .._checks import positive_number
 from ..configuration import Configuration
 from ..errors import InputError
 
@@ -424,8 +425,7 @@ def f1_against_angles(angle_counts=SHIPPED_ANGLE_COUNTS, n_samples=5, seed=0,
         n_samples = min(int(n_samples), 2)
     if int(n_samples) < 1:
         raise InputError(f"n_samples must be >= 1, got {n_samples}")
-    if not float(tolerance) > 0:
-        raise InputError(f"tolerance must be positive, got {tolerance}")
+    positive_number(tolerance, "tolerance")
     counts = [int(n) for n in angle_counts]
     if not counts or min(counts) < 1:
         raise InputError(f"angle counts must be positive integers, got {list(angle_counts)}")

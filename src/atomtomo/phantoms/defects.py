@@ -38,13 +38,13 @@ from scipy.spatial import ConvexHull, Delaunay, cKDTree
 
 from ..configuration import DEFAULT_SPECIES, Configuration
 from ..errors import InputError
+from .._checks import positive_number
 from .lattices2d import (
     DEFAULT_MARGIN,
     LATTICES,
     UNIT_BOX,
     _finite,
     _lattice_kind,
-    _positive,
     as_rng,
     inside_box,
     lattice_block,
@@ -70,7 +70,7 @@ def _spacing_of(config, spacing):
         spacing = config.info.get("spacing")
     if spacing is None:
         raise InputError("the lattice spacing is unknown: pass spacing=")
-    return _positive("spacing", spacing)
+    return positive_number(spacing, "spacing")
 
 
 def _add_defect_label(info, label):
@@ -99,7 +99,7 @@ def relax_point_defect(positions, centre, amplitude, spacing, cutoff=RELAX_CUTOF
         The displaced positions.
     """
     pos = np.asarray(positions, dtype=float)
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     d = pos.shape[1]
     delta = pos - np.asarray(centre, dtype=float)
     r = np.linalg.norm(delta, axis=1)
@@ -171,7 +171,7 @@ def interstitial_sites(positions, spacing, depth=1.0, tolerance=0.03, near=None)
     spacings of that point compete (the largest hole nearby, in a distorted lattice).
     """
     pos = np.asarray(positions, dtype=float)
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     d = pos.shape[1]
     if len(pos) <= d + 1:
         raise InputError("too few atoms to find interstitial sites")
@@ -242,7 +242,7 @@ def substitute(config, indices, species, weight=None):
         raise InputError(f"atom index out of range for {out.n_atoms} atoms")
     out.species[idx] = str(species)
     if weight is not None:
-        out.species_weights[str(species)] = _positive("weight", weight)
+        out.species_weights[str(species)] = positive_number(weight, "weight")
     _add_defect_label(out.info, "substitution")
     return out
 
@@ -352,7 +352,7 @@ def poster_interstitial(spacing: float = 1 / 6, relax: float = INTERSTITIAL_RELA
     relax : float
         Strength ``A`` of the outward relaxation of the neighbours (:func:`relax_point_defect`).
     """
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     pos = lattice_block("square", 6, 6, a)
     centre = np.zeros(2)  # the central plaquette
     pos = np.vstack([relax_point_defect(pos, centre, relax, a), centre])
@@ -369,7 +369,7 @@ def poster_vacancy(spacing: float = 0.15, relax: float = VACANCY_RELAX) -> Confi
     relax : float
         Strength ``A`` of the inward relaxation of the neighbours.
     """
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     pos = lattice_block("square", 7, 7, a)
     centre = np.linalg.norm(pos, axis=1) < 1e-9 * a
     pos = relax_point_defect(pos[~centre], np.zeros(2), relax, a)
@@ -393,7 +393,7 @@ def poster_dislocation(spacing: float = 0.15, poisson: float = 0.3) -> Configura
     poisson : float
         Poisson ratio of the Volterra field.
     """
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     cols = (np.arange(6) - 2.5) * a
     rows = (np.arange(3) + 0.5) * a
     top = np.stack(np.meshgrid(cols, rows), -1).reshape(-1, 2)
@@ -428,7 +428,7 @@ def divacancy_lattice(
         Atoms are kept at least ``margin`` inside the box.
     """
     kind = _lattice_kind(lattice)
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     cfg = _filled(kind, a, _finite("rotation", rotation))
     a1 = lattice_vectors(kind, a, rotation)[0]
     cfg = add_divacancy(cfg, np.zeros(2), a1, relax=relax)
@@ -461,7 +461,7 @@ def substitution_lattice(
         Seed of the choice of atoms when ``n > 1``.
     """
     kind = _lattice_kind(lattice)
-    cfg = _cropped(_filled(kind, _positive("spacing", spacing), _finite("rotation", rotation)),
+    cfg = _cropped(_filled(kind, positive_number(spacing, "spacing"), _finite("rotation", rotation)),
                    "substitution", margin)
     n = int(n)
     if not 1 <= n <= cfg.n_atoms:
@@ -495,7 +495,7 @@ def edge_dislocation_lattice(
         Poisson ratio.
     """
     kind = _lattice_kind(lattice)
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     if int(burgers) != burgers or burgers == 0:
         raise InputError(f"burgers must be a non-zero integer number of spacings, got {burgers}")
     rotation = _finite("rotation", rotation)
@@ -553,14 +553,14 @@ def grain_boundary(
         Closest allowed approach, in spacings.
     """
     kind = _lattice_kind(lattice)
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     theta, rotation = _finite("theta", theta), _finite("rotation", rotation)
     n = np.array([np.cos(normal_angle), np.sin(normal_angle)])
     g1 = _filled(kind, a, rotation - theta / 2).positions
     g2 = _filled(kind, a, rotation + theta / 2).positions
     g1, g2 = g1[g1 @ n < offset], g2[g2 @ n >= offset]
     pos = np.vstack([g1, g2])
-    keep = _drop_close(pos, _positive("min_distance", min_distance) * a)
+    keep = _drop_close(pos, positive_number(min_distance, "min_distance") * a)
     cfg = make_phantom(
         pos[keep], "grain-boundary", a, lattice=kind, rotation=rotation, theta=theta,
         normal_angle=float(normal_angle), defects="grain-boundary",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import positive_number
 from ..configuration import DEFAULT_SPECIES, Configuration
 from ..errors import InputError
 
@@ -27,13 +28,6 @@ LATTICES = ("square", "hexagonal")
 
 
 # -- checks ------------------------------------------------------------------------------------
-def _positive(name, value) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise InputError(f"{name} must be a positive number, got {value}")
-    return value
-
-
 def _finite(name, value) -> float:
     value = float(value)
     if not np.isfinite(value):
@@ -71,7 +65,7 @@ def lattice_vectors(lattice: str, spacing: float, rotation: float = 0.0) -> np.n
     ``a2 = (a/2, a sqrt(3)/2)``; both then rotated by ``rotation``.
     """
     kind = _lattice_kind(lattice)
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     basis = np.array([[1.0, 0.0], [0.0, 1.0]] if kind == "square" else [[1.0, 0.0], [0.5, np.sqrt(3) / 2]])
     return a * basis @ rotation_matrix(rotation).T
 
@@ -79,7 +73,7 @@ def lattice_vectors(lattice: str, spacing: float, rotation: float = 0.0) -> np.n
 def lattice_disc(lattice, spacing, radius, rotation=0.0, origin=(0.0, 0.0)) -> np.ndarray:
     """All points ``origin + i a1 + j a2`` of a lattice within ``radius`` of the coordinate origin."""
     vecs = lattice_vectors(lattice, spacing, rotation)
-    radius = _positive("radius", radius)
+    radius = positive_number(radius, "radius")
     origin = np.asarray(origin, dtype=float)
     # The primitive cell of both lattices has height >= a sqrt(3)/2, so this range covers the disc.
     n = int(np.ceil((radius + np.linalg.norm(origin)) / (spacing * np.sqrt(3) / 2))) + 1
@@ -95,7 +89,7 @@ def lattice_block(lattice, nx, ny, spacing, rotation=0.0) -> np.ndarray:
     apart, every other row shifted by ``a/2`` (a rectangular patch of the triangular lattice).
     """
     kind = _lattice_kind(lattice)
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     nx, ny = int(nx), int(ny)
     if nx < 1 or ny < 1:
         raise InputError(f"nx and ny must be at least 1, got {nx} and {ny}")
@@ -139,7 +133,7 @@ def make_phantom(positions, name, spacing, *, species=None, species_weights=None
 
 # -- perfect lattices --------------------------------------------------------------------------
 def _lattice(kind, nx, ny, spacing, rotation, radius, margin, species):
-    a = _positive("spacing", spacing)
+    a = positive_number(spacing, "spacing")
     rotation = _finite("rotation", rotation)
     if radius is not None:
         pos = lattice_disc(kind, a, radius, rotation)
@@ -231,7 +225,7 @@ def crop(config: Configuration, box=None, *, radius=None, centre=None, margin=0.
     if radius is not None:
         c = np.zeros(config.ndim) if centre is None else np.asarray(centre, dtype=float)
         r = np.linalg.norm(config.positions - c, axis=1)
-        keep &= r <= _positive("radius", radius) - margin + 1e-9
+        keep &= r <= positive_number(radius, "radius") - margin + 1e-9
     out = config.subset(keep)
     if box is not None:
         out.info["box"] = [[float(lo), float(hi)] for lo, hi in np.asarray(box, dtype=float)]

@@ -30,7 +30,8 @@ from .defects import (
     interstitial_sites,
     relax_point_defect,
 )
-from .lattices2d import _positive, as_rng, make_phantom
+from .._checks import positive_number
+from .lattices2d import as_rng, make_phantom
 
 FCC_SHAPES = ("cuboctahedron", "octahedron", "cube", "sphere")
 BCC_SHAPES = ("dodecahedron", "cube", "sphere")
@@ -60,7 +61,7 @@ def zcontrast_weights(species, exponent: float = 1.7) -> dict:
         raise InputError(f"not a chemical symbol: {unknown[0]!r}")
     if not names:
         return {}
-    exponent = _positive("exponent", exponent)
+    exponent = positive_number(exponent, "exponent")
     z = np.array([atomic_numbers[s] for s in names], dtype=float)
     return {s: float(w) for s, w in zip(names, (z / z.max()) ** exponent)}
 
@@ -95,7 +96,7 @@ def fcc_positions(size: int, lattice_constant: float, shape: str = "cuboctahedro
     """
     from ase.cluster import FaceCenteredCubic, Octahedron
 
-    n, a = _size(size), _positive("lattice_constant", lattice_constant)
+    n, a = _size(size), positive_number(lattice_constant, "lattice_constant")
     if shape == "cuboctahedron":
         pos = FaceCenteredCubic("Cu", [(1, 0, 0), (1, 1, 1)], [n, n], latticeconstant=a).positions
     elif shape == "octahedron":
@@ -114,7 +115,7 @@ def bcc_positions(size: int, lattice_constant: float, shape: str = "dodecahedron
     ``BodyCenteredCubic``, ``size`` layers: 35, 91, 189 atoms for 2..4); "cube"; "sphere"."""
     from ase.cluster import BodyCenteredCubic
 
-    n, a = _size(size), _positive("lattice_constant", lattice_constant)
+    n, a = _size(size), positive_number(lattice_constant, "lattice_constant")
     if shape == "dodecahedron":
         pos = BodyCenteredCubic("Fe", [(1, 0, 0), (1, 1, 0)], [n, n], latticeconstant=a).positions
     elif shape == "cube":
@@ -262,7 +263,7 @@ def fcc_particle(
     seed : int
         Seed of the defects' sites and of the jitter.
     """
-    a = _positive("lattice_constant", lattice_constant)
+    a = positive_number(lattice_constant, "lattice_constant")
     bond = a / np.sqrt(2)
     pos = fcc_positions(size, a, shape)
     cfg = _particle(pos, "fcc-particle", [str(species)] * len(pos), bond, a, shape=shape)
@@ -284,7 +285,7 @@ def bcc_particle(
     Parameters as :func:`fcc_particle`; ``shape`` in {"dodecahedron", "cube", "sphere"}; the
     interstitials go to tetrahedral sites, the largest holes of bcc.
     """
-    a = _positive("lattice_constant", lattice_constant)
+    a = positive_number(lattice_constant, "lattice_constant")
     bond = a * np.sqrt(3) / 2
     pos = bcc_positions(size, a, shape)
     cfg = _particle(pos, "bcc-particle", [str(species)] * len(pos), bond, a, shape=shape)
@@ -312,7 +313,7 @@ def core_shell_particle(
     shell_layers : int
         Thickness of the shell in atomic layers (neighbour hops from the surface).
     """
-    a = _positive("lattice_constant", lattice_constant)
+    a = positive_number(lattice_constant, "lattice_constant")
     bond = a / np.sqrt(2)
     pos = fcc_positions(size, a, shape)
     layers = int(shell_layers)
@@ -357,7 +358,7 @@ def alloy_particle(
         raise InputError(f"{len(species)} species for {len(fractions)} fractions")
     if np.any(fractions < 0) or not np.isfinite(fractions).all() or fractions.sum() <= 0:
         raise InputError("fractions must be non-negative numbers with a positive sum")
-    a = _positive("lattice_constant", lattice_constant)
+    a = positive_number(lattice_constant, "lattice_constant")
     bond = a / np.sqrt(2)
     pos = fcc_positions(size, a, shape)
     target = fractions / fractions.sum() * len(pos)
@@ -394,7 +395,7 @@ def planar_fault(positions, lattice_constant, kind="twin", normal=(1, 1, 1), off
         Layers between the fault plane and the central layer.
     """
     pos = np.asarray(positions, float)
-    a = _positive("lattice_constant", lattice_constant)
+    a = positive_number(lattice_constant, "lattice_constant")
     n = np.asarray(_parse_list(normal, float), float)
     if n.shape != (3,) or not np.allclose(np.abs(n), np.abs(n[0])) or n[0] == 0:
         raise InputError(f"normal must be a <111> direction like (1,1,1), got {normal}")
@@ -440,7 +441,7 @@ def twin_particle(
     size, lattice_constant, species, shape, jitter, seed
         As :func:`fcc_particle`.
     """
-    a = _positive("lattice_constant", lattice_constant)
+    a = positive_number(lattice_constant, "lattice_constant")
     bond = a / np.sqrt(2)
     pos = planar_fault(fcc_positions(size, a, shape), a, kind, normal, offset)
     cfg = _particle(pos, "twin-particle", [str(species)] * len(pos), bond, a, shape=shape,

@@ -63,6 +63,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
+from .._checks import positive_number
 from ..errors import InputError
 from ..forward import ForwardModel
 
@@ -99,9 +100,7 @@ class PixelGrid:
         """The grid over ``box`` whose cells are as close to ``spacing`` wide as the box allows,
         coarsened if needed to at most ``max_points`` points."""
         box = np.asarray(box, dtype=float)
-        spacing = float(spacing)
-        if not np.isfinite(spacing) or spacing <= 0:
-            raise InputError(f"grid spacing must be positive, got {spacing}")
+        spacing = positive_number(spacing, "grid spacing")
         extent = box[:, 1] - box[:, 0]
         if max_points is not None:
             spacing = max(spacing, float(np.prod(extent) / max_points) ** (1 / len(box)))
@@ -360,9 +359,7 @@ def sirt(problem, grid: PixelGrid, iterations: int = 100, relaxation: float = 1.
     ndarray of shape ``grid.shape``
     """
     iterations = _check_iterations(iterations)
-    relaxation = float(relaxation)
-    if not np.isfinite(relaxation) or relaxation <= 0:
-        raise InputError(f"SIRT relaxation must be positive, got {relaxation}")
+    relaxation = positive_number(relaxation, "SIRT relaxation")
     psi = grid_operator(problem.model, grid) if operator is None else operator
     y = np.ravel(np.asarray(problem.data, dtype=float))
     if y.size != psi.shape[0]:
