@@ -42,6 +42,13 @@ def atomic_path(path):
         raise
 
 
+def write_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`); return the path."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
+
+
 def output_directory(path) -> Path:
     """Create the output directory ``path`` (its parent must exist) and return it.
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_path, output_directory
+from ._io import atomic_path, output_directory, write_text
 from .errors import InputError
 
 #: The acquisition of the demo (the learned locator's default detector, so it can be compared).
@@ -120,8 +119,7 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     metrics = {k: _plain(v) for k, v in match_atoms(recon.configuration, truth, tolerance)
                .as_dict().items()}
     metrics["tolerance"] = tolerance
-    with atomic_path(files["metrics"]) as tmp:
-        Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text(files["metrics"], json.dumps(metrics, indent=2) + "\n")
     say(f"found {metrics['n_found']} atoms, F1 {metrics['f1']:.3f}")
 
     noise = f"{DEMO_NOISE:.0%} noise"

@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from .._io import output_directory
+from .._io import output_directory, write_text
 from ..errors import InputError
 
 #: Experiment name -> module (relative to this package).
@@ -55,8 +55,6 @@ def _claim_directory(out: Path, name: str) -> None:
             raise InputError(f"{out} holds results of experiment {owner!r}; "
                              f"use another -o for {name!r}")
         return
-    from .cases import write_text
-
     write_text(path, json.dumps({"experiment": name}) + "\n")
 
 
@@ -104,8 +102,6 @@ def run_experiment(name, out_dir, *, quick=False, scheduler=None, workers=None, 
     ids = set(with_ids(grid))
     rows = [r for r in read_results(out) if r["id"] in ids]
     failures = [f for f in read_failures(out) if f["id"] in ids]
-    from .cases import write_text
-
     summary_path = write_text(out / "summary.md", module.summary(rows, failures, quick))
     figures = []
     if rows:

@@ -25,6 +25,7 @@ import json
 import numpy as np
 
 from . import cases, tables
+from .cases import ADCG_FULL, ADCG_QUICK
 
 DESCRIPTION = "ADCG on the interstitial lattice with alpha from 1e-5 to 1e2 (and alpha=auto)"
 PHANTOM = "interstitial"
@@ -34,8 +35,6 @@ ALPHAS_FULL = tuple(float(a) for a in np.logspace(-5, 2, 15))
 ALPHAS_QUICK = tuple(float(a) for a in np.logspace(-5, 2, 8))
 SEEDS_FULL = (0, 1, 2, 3, 4)
 SEEDS_QUICK = (0, 1)
-ADCG_FULL = {"hops": 300, "patience": 60, "sweeps": 20, "time_limit": 600.0}
-ADCG_QUICK = {"hops": 10, "sweeps": 3, "time_limit": 60.0}
 #: How many configurations the panel figure shows (spread over the grid).
 N_PANELS = 5
 
@@ -115,7 +114,7 @@ def summary(rows, failures, quick) -> str:
 
 
 def figures(out_dir, rows, log) -> list:
-    from ..plotting import plot_curves, plot_panels
+    from ..plotting import plot_curves, plot_panels, save_figure
 
     files = []
     fixed, auto = _split(rows)
@@ -141,7 +140,7 @@ def figures(out_dir, rows, log) -> list:
         fig = plot_curves(alphas, curves, xlabel="alpha (weight of the energy term)",
                           markers=markers or None, logy=False,
                           title=f"{PHANTOM} lattice, {N_ANGLES} angles, {100 * NOISE:g} % noise")
-        files.append(cases.save_figure(fig, out_dir / "alpha-sweep.png"))
+        files.append(save_figure(fig, out_dir / "alpha-sweep.png"))
     truth = cases.truth_of(PHANTOM)
     seed = min(seeds) if seeds else 0
     picks = [alphas[i] for i in sorted(set(np.linspace(0, len(alphas) - 1, N_PANELS)
@@ -160,5 +159,5 @@ def figures(out_dir, rows, log) -> list:
     if panels:
         fig = plot_panels(panels, ncols=min(3, len(panels)),
                           suptitle=f"ADCG reconstructions at several alphas (seed {seed})")
-        files.append(cases.save_figure(fig, out_dir / "alpha-configurations.png"))
+        files.append(save_figure(fig, out_dir / "alpha-configurations.png"))
     return files

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import write_text
 from . import cases, tables
 
 DESCRIPTION = "a GIF of one ADCG run on the interstitial lattice (2 angles, 1 % noise)"
@@ -25,7 +26,7 @@ PHANTOM = "interstitial"
 N_ANGLES = 2
 NOISE = 0.01
 ALPHA = "auto"
-ADCG_FULL = {"hops": 300, "patience": 60, "sweeps": 20, "time_limit": 600.0}
+ADCG_FULL = cases.ADCG_FULL
 ADCG_QUICK = {"hops": 20, "sweeps": 5, "time_limit": 60.0}
 #: At most this many frames go into the GIF (evenly thinned, the last one kept).
 MAX_FRAMES = 200
@@ -72,7 +73,7 @@ def keep(out_dir):
     def keep_frames(tid, params, result):
         save_configuration(tid, params, result)
         directory.mkdir(exist_ok=True)
-        cases.write_text(directory / f"{tid}.json", json.dumps(result["frames"]))
+        write_text(directory / f"{tid}.json", json.dumps(result["frames"]))
 
     return keep_frames
 
@@ -102,7 +103,7 @@ def summary(rows, failures, quick) -> str:
 
 
 def figures(out_dir, rows, log) -> list:
-    from ..plotting import animate_run, plot_reconstruction
+    from ..plotting import animate_run, plot_reconstruction, save_figure
 
     files = []
     truth = cases.truth_of(PHANTOM)
@@ -120,5 +121,5 @@ def figures(out_dir, rows, log) -> list:
     if found is not None:
         ax = plot_reconstruction(found, truth=truth, box=truth.info["box"],
                                  title=f"ADCG (alpha {ALPHA}), final")
-        files.append(cases.save_figure(ax.figure, Path(out_dir) / "animation-final.png"))
+        files.append(save_figure(ax.figure, Path(out_dir) / "animation-final.png"))
     return files

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_path
 
 DETECTOR = 96
 PIXEL_SIZE = 1 / 64
@@ -134,14 +133,7 @@ def load_configuration(out_dir, tid):
     return read_xyz(path, ndim=2)
 
 
-def write_text(path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-    return Path(path)
-
-
-def save_figure(fig, path) -> Path:
-    from ..plotting import save_figure as save
-
-    save(fig, path)
-    return Path(path)
+#: ADCG's global-search budget in the experiments: hops (basin-hopping steps), patience,
+#: annealing sweeps over positions, seconds.
+ADCG_FULL = {"hops": 300, "patience": 60, "sweeps": 20, "time_limit": 600.0}
+ADCG_QUICK = {"hops": 10, "sweeps": 3, "time_limit": 60.0}

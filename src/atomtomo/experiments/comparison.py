@@ -28,11 +28,11 @@ predictable; each task's runtime is recorded.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 
 from . import cases, tables
+from .cases import ADCG_FULL, ADCG_QUICK
 
 DESCRIPTION = "grid methods vs grid-free ADCG on the poster's defects (F1, distances, counts)"
 DEFECTS = ("interstitial", "vacancy", "dislocation", "grain-boundary", "divacancy")
@@ -44,9 +44,6 @@ METHODS = {
     "adcg-alpha0": ("adcg", 0.0),
     "adcg-auto": ("adcg", "auto"),
 }
-#: ADCG's global-search budget: hops (basin-hopping steps), annealing sweeps, seconds.
-ADCG_FULL = {"hops": 300, "patience": 60, "sweeps": 20, "time_limit": 600.0}
-ADCG_QUICK = {"hops": 10, "sweeps": 3, "time_limit": 60.0}
 FULL = {"angles": (2, 3), "noise": (0.0, 0.01, 0.05), "seeds": tuple(range(5))}
 QUICK = {"angles": (2,), "noise": (0.01,), "seeds": (0,)}
 #: Noise level of the comparison figure (the first of the grid when it is not there).
@@ -81,13 +78,8 @@ def run_task(params: dict) -> dict:
                                          params["seed"])
     method, alpha = METHODS[params["method"]]
     options = json.loads(params["options"])
-    t0 = time.perf_counter()
     recon = reconstruct(problem, method, alpha=alpha, seed=int(params["seed"]), **options)
-    elapsed = time.perf_counter() - t0
-    values = cases.info_values(recon.info)
-    if values["runtime_s"] is None:
-        values["runtime_s"] = elapsed
-    return {**cases.score(recon.configuration, truth), **values,
+    return {**cases.score(recon.configuration, truth), **cases.info_values(recon.info),
             "configuration": recon.configuration}
 
 
@@ -135,7 +127,7 @@ def summary(rows, failures, quick) -> str:
 
 
 def figures(out_dir, rows, log) -> list:
-    from ..plotting import plot_curves, plot_distributions, plot_panels
+    from ..plotting import plot_curves, plot_distributions, plot_panels, save_figure
 
     files = []
     methods = _methods_present(rows)
@@ -161,13 +153,13 @@ def figures(out_dir, rows, log) -> list:
         fig = plot_panels(panels, ncols=len(methods), row_labels=DEFECTS, col_labels=methods,
                           suptitle=f"{n} zone-axis angles, {100 * noise:g} % noise, seed "
                                    f"{min(r['seed'] for r in rows)}")
-        files.append(cases.save_figure(fig, out_dir / f"comparison-{n}angles.png"))
+        files.append(save_figure(fig, out_dir / f"comparison-{n}angles.png"))
     for n in sorted({r["n_angles"] for r in rows}):
         groups = {m: tables.numbers([r for r in rows if r["method"] == m and r["n_angles"] == n],
                                     "f1") for m in methods}
         fig = plot_distributions(groups, ylabel="F1 (tolerance 0.1 bond length)",
                                  title=f"{n} zone-axis angles: every defect, noise level and seed")
-        files.append(cases.save_figure(fig, out_dir / f"comparison-f1-{n}angles.png"))
+        files.append(save_figure(fig, out_dir / f"comparison-f1-{n}angles.png"))
     if len(noises) > 1:
         curves = {}
         for n in sorted({r["n_angles"] for r in rows}):
@@ -184,5 +176,5 @@ def figures(out_dir, rows, log) -> list:
         fig = plot_curves(100 * np.asarray(noises), curves, xlabel="noise (% of max projection)",
                           ylabels="F1", layout="overlay", logx=False, logy=False,
                           title="F1 against noise (mean over defects and seeds, band min-max)")
-        files.append(cases.save_figure(fig, out_dir / "comparison-f1-noise.png"))
+        files.append(save_figure(fig, out_dir / "comparison-f1-noise.png"))
     return files

@@ -106,7 +106,6 @@ def run_task(params: dict) -> dict:
                         initial=start, **json.loads(params["options"]))
     after = cases.score(recon.configuration, truth)
     values = cases.info_values(recon.info)
-    values.pop("alpha_used", None)
     return {"perturbation": perturbation, "start_f1": before["f1"],
             "start_position_error_bonds": before["position_error_bonds"],
             "start_n_atoms": start.n_atoms, **after, "success": int(after["f1"] >= SUCCESS_F1),
@@ -164,7 +163,7 @@ def _success_rate(rows, n_angles, start, alpha) -> float:
 def figures(out_dir, rows, log) -> list:
     from matplotlib.figure import Figure
 
-    from ..plotting import plot_distributions
+    from ..plotting import plot_distributions, save_figure
 
     files = []
     alphas = sorted({r["alpha"] for r in rows})
@@ -182,7 +181,7 @@ def figures(out_dir, rows, log) -> list:
                                      title=f"Position error after local optimisation, {n} angles",
                                      threshold=cases.TOLERANCE_BONDS,
                                      threshold_label="F1 tolerance (0.1 bond)")
-            files.append(cases.save_figure(fig, out_dir / f"initialisation-errors-{n}angles.png"))
+            files.append(save_figure(fig, out_dir / f"initialisation-errors-{n}angles.png"))
     # Success rates: grouped bars, one group per start, one bar per alpha (and angle count).
     fig = Figure(figsize=(2.8 + 1.3 * len(STARTS) * len(angles), 3.2), layout="constrained")
     ax = fig.add_subplot()
@@ -199,5 +198,5 @@ def figures(out_dir, rows, log) -> list:
     ax.set_title("Local optimisation from poor starts")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.25, lw=0.5)
-    files.append(cases.save_figure(fig, out_dir / "initialisation.png"))
+    files.append(save_figure(fig, out_dir / "initialisation.png"))
     return files

@@ -24,24 +24,24 @@ import json
 
 import numpy as np
 
-from . import tables
+from . import cases, tables
 
 DESCRIPTION = "F1 against the number of angles: SIRT + learned locator vs ADCG"
 METHODS = {"learned": "SIRT + learned locator", "adcg": "ADCG (alpha auto)"}
 NOISE = 0.01
 FULL = {"angles": (2, 3, 5, 8, 10, 15), "seeds": tuple(range(10))}
 QUICK = {"angles": (2, 5, 15), "seeds": (0, 1)}
-ADCG_FULL = {"alpha": "auto", "hops": 300, "patience": 60, "sweeps": 20, "time_limit": 600.0}
-ADCG_QUICK = {"alpha": "auto", "hops": 10, "sweeps": 3, "time_limit": 60.0}
+ADCG_FULL = {"alpha": "auto", **cases.ADCG_FULL}
+ADCG_QUICK = {"alpha": "auto", **cases.ADCG_QUICK}
 
 COLUMNS = ("method", "n_angles", "seed", "options", "f1", "precision", "recall", "runtime_s")
 
 
 def tasks(quick: bool = False) -> list[dict]:
     grid = QUICK if quick else FULL
-    adcg = json.dumps(ADCG_QUICK if quick else ADCG_FULL, sort_keys=True, separators=(",", ":"))
+    adcg = cases.options_text(ADCG_QUICK if quick else ADCG_FULL)
     # ADCG first (the long tasks), most angles first within it.
-    return [{"method": m, "n_angles": n, "seed": s, "options": adcg if m == "adcg" else "{}"}
+    return [{"method": m, "n_angles": n, "seed": s, "options": adcg if m == "adcg" else cases.options_text({})}
             for m in ("adcg", "learned") for n in sorted(grid["angles"], reverse=True)
             for s in grid["seeds"]]
 
@@ -88,7 +88,7 @@ def summary(rows, failures, quick) -> str:
 
 def figures(out_dir, rows, log) -> list:
     from ..plotting import plot_curves
-    from .cases import save_figure
+    from ..plotting import save_figure
 
     counts = sorted({r["n_angles"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})

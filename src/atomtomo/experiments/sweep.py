@@ -148,10 +148,7 @@ class CsvLog:
 
     def rows(self) -> list[dict]:
         """All complete rows, as dicts of strings."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return []
-        with open(self.path, newline="") as fh:
-            return [row for row in csv.DictReader(fh) if None not in row.values()]
+        return _complete_rows(self.path)
 
     def append(self, row: dict) -> None:
         buf = io.StringIO()
@@ -167,15 +164,19 @@ class CsvLog:
             os.fsync(fh.fileno())
 
 
+def _complete_rows(path: Path) -> list[dict]:
+    """The complete rows of a CSV file (a row cut short by a crash has None cells), as strings."""
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    with open(path, newline="") as fh:
+        return [row for row in csv.DictReader(fh) if None not in row.values()]
+
+
 def read_results(out_dir) -> list[dict]:
     """The rows of ``out_dir/results.csv`` with numbers parsed (empty cells are None); the
     ``id`` stays a string (an id like ``3812754e3334`` would otherwise read as a float)."""
-    path = Path(out_dir) / RESULTS
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [{k: v if k in LEADING else parse_cell(v) for k, v in row.items()}
-                for row in csv.DictReader(fh) if None not in row.values()]
+    return [{k: v if k in LEADING else parse_cell(v) for k, v in row.items()}
+            for row in _complete_rows(Path(out_dir) / RESULTS)]
 
 
 def read_failures(out_dir) -> list[dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_path
+from .._io import atomic_path, write_text
 from ..errors import InputError
 from . import require_torch
 from .data import MAX_ATOMS, SampleGenerator, SamplePool, acquisition
@@ -292,8 +292,7 @@ def write_provenance(summary: dict, path) -> None:
     record = {"model_file": Path(summary["path"]).name, "n_angles": len(acq["angles"]),
               "angles_deg": [round(float(a), 6) for a in np.degrees(acq["angles"])],
               **summary["provenance"], "acquisition": acq}
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2, default=float) + "\n")
+    write_text(path, json.dumps(record, indent=2, default=float) + "\n")
 
 
 def _say(log, message):
