@@ -33,6 +33,7 @@ from scipy.spatial import cKDTree
 
 from .._io import atomic_path
 from ..errors import InputError
+from .grid import estimated_atom_count
 from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
 from .objective import AtomObjective, AtomState
 from .problem import Problem, Reconstruction
@@ -44,11 +45,8 @@ REFINE_TEMPERATURE = 0.3
 
 
 def expected_atom_count(problem: Problem) -> float:
-    """Atom count implied by the data's total mass (spec section 2's mass identity)."""
-    geo = problem.geometry
-    mass = float(np.sum(problem.data)) * geo.pixel_size ** (geo.ndim - 1) / geo.n_angles
-    mean_w = float(np.mean(list(problem.species_weights.values())))
-    return max(mass / mean_w, 1.0)
+    """Atom count implied by the data's total mass (spec section 2's mass identity), at least 1."""
+    return max(estimated_atom_count(problem), 1.0)
 
 
 def lattice_sites(positions, bond_length, box, min_gap=0.6):

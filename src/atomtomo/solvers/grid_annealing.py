@@ -37,6 +37,7 @@ The Metropolis loop is inherently sequential; it is compiled with numba when num
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -76,12 +77,7 @@ class SiteColumns:
             n_rows = 1
         else:
             n_rows, n_cols = geo.detector_shape
-            e_u, e_v = geo.directions[:, 0, :], geo.directions[:, 1, :]
-            iu, bu = model._window(e_u @ sites.T, n_cols)
-            if np.all(e_v == e_v[0]):  # single-axis: v = y at every angle
-                iv, bv = model._window((sites @ e_v[0])[None, :], n_rows)
-            else:
-                iv, bv = model._window(e_v @ sites.T, n_rows)
+            iu, bu, iv, bv = model._windows_3d(sites)  # single-axis: one row window for all
         order = (1, 0, 2)  # -> (N, A, K)
         iu, bu, iv, bv = (np.ascontiguousarray(np.transpose(x, order)) for x in (iu, bu, iv, bv))
         su = np.einsum("nak,nak->na", bu, bu)
@@ -196,18 +192,32 @@ def _bonds(k, occ, neighbours):
     return count
 
 
+def _change(k, dw, r, iu, bu, iv, bv, n_rows, n_cols, energy):
+    """Add ``dw`` to the weight at site ``k`` (update the residual); return the exact change of
+    ``||r||^2``: ``2 dw <r, psi_k> + dw^2 e_k``."""
+    c = _dot(k, r, iu, bu, iv, bv, n_rows, n_cols)
+    _axpy(k, dw, r, iu, bu, iv, bv, n_rows, n_cols)
+    return 2.0 * dw * c + dw * dw * energy[k]
+
+
+def _relocate(occ_list, where, src, dst):
+    """The occupied-site list entry of ``src`` now names ``dst``."""
+    occ_list[where[src]] = dst
+    where[dst] = where[src]
+    where[src] = -1
+
+
 def _level(iu, bu, iv, bv, n_rows, n_cols, energy, weights, occ, occ_list, where, n_occ, r,
            temperature, uniforms, cum_prob, neighbours, bond, lines, pairs, tables):
     """``len(uniforms)`` Metropolis proposals at one temperature. ``occ[k]`` = 0 (empty) or
     species index + 1; ``occ_list[:n_occ]`` the occupied sites, ``where`` their positions in it.
     ``bond`` is the energy of each pair of occupied neighbouring sites (0: data term only).
     ``lines``, ``pairs``, ``tables``: the switch move's lookup (see :func:`switch_tables`).
-    Returns ``(n_occ, accepted, delta_sum)``."""
+    Returns ``(n_occ, accepted)``."""
     n_sites = occ.shape[0]
     n_species = weights.shape[0]
     n_nb = neighbours.shape[1]
     accepted = 0
-    delta_sum = 0.0
     for m in range(uniforms.shape[0]):
         u0, u1, u2, u3 = uniforms[m, 0], uniforms[m, 1], uniforms[m, 2], uniforms[m, 3]
         move = 0
@@ -230,31 +240,18 @@ def _level(iu, bu, iv, bv, n_rows, n_cols, energy, weights, occ, occ_list, where
             delta = 0.0
             if bond != 0.0:
                 delta -= bond * (_bonds(p, occ, neighbours) + _bonds(s_, occ, neighbours))
-            c = _dot(p, r, iu, bu, iv, bv, n_rows, n_cols)
-            delta += -2.0 * wp * c + wp * wp * energy[p]
-            _axpy(p, -wp, r, iu, bu, iv, bv, n_rows, n_cols)
-            c = _dot(s_, r, iu, bu, iv, bv, n_rows, n_cols)
-            delta += -2.0 * ws * c + ws * ws * energy[s_]
-            _axpy(s_, -ws, r, iu, bu, iv, bv, n_rows, n_cols)
-            c = _dot(q, r, iu, bu, iv, bv, n_rows, n_cols)
-            delta += 2.0 * wp * c + wp * wp * energy[q]
-            _axpy(q, wp, r, iu, bu, iv, bv, n_rows, n_cols)
-            c = _dot(rr, r, iu, bu, iv, bv, n_rows, n_cols)
-            delta += 2.0 * ws * c + ws * ws * energy[rr]
-            _axpy(rr, ws, r, iu, bu, iv, bv, n_rows, n_cols)
+            delta += _change(p, -wp, r, iu, bu, iv, bv, n_rows, n_cols, energy)
+            delta += _change(s_, -ws, r, iu, bu, iv, bv, n_rows, n_cols, energy)
+            delta += _change(q, wp, r, iu, bu, iv, bv, n_rows, n_cols, energy)
+            delta += _change(rr, ws, r, iu, bu, iv, bv, n_rows, n_cols, energy)
             sp, ss = occ[p], occ[s_]
             occ[p], occ[s_], occ[q], occ[rr] = 0, 0, sp, ss
             if bond != 0.0:
                 delta += bond * (_bonds(q, occ, neighbours) + _bonds(rr, occ, neighbours))
             if _accept(delta, temperature, u3):
-                occ_list[where[p]] = q
-                where[q] = where[p]
-                where[p] = -1
-                occ_list[where[s_]] = rr
-                where[rr] = where[s_]
-                where[s_] = -1
+                _relocate(occ_list, where, p, q)
+                _relocate(occ_list, where, s_, rr)
                 accepted += 1
-                delta_sum += delta
             else:
                 occ[p], occ[s_], occ[q], occ[rr] = sp, ss, 0, 0
                 _axpy(rr, -ws, r, iu, bu, iv, bv, n_rows, n_cols)
@@ -272,14 +269,10 @@ def _level(iu, bu, iv, bv, n_rows, n_cols, energy, weights, occ, occ_list, where
                     delta -= bond * _bonds(k, occ, neighbours)
                 if _accept(delta, temperature, u3):
                     _axpy(k, -w, r, iu, bu, iv, bv, n_rows, n_cols)
-                    last = occ_list[n_occ - 1]
-                    occ_list[where[k]] = last
-                    where[last] = where[k]
-                    where[k] = -1
+                    _relocate(occ_list, where, k, occ_list[n_occ - 1])  # the last fills k's slot
                     occ[k] = 0
                     n_occ -= 1
                     accepted += 1
-                    delta_sum += delta
             else:
                 s = min(int(u2 * n_species), n_species - 1)
                 w = weights[s]
@@ -293,7 +286,6 @@ def _level(iu, bu, iv, bv, n_rows, n_cols, energy, weights, occ, occ_list, where
                     where[k] = n_occ
                     n_occ += 1
                     accepted += 1
-                    delta_sum += delta
             continue
         if n_occ == 0:
             continue
@@ -312,7 +304,6 @@ def _level(iu, bu, iv, bv, n_rows, n_cols, energy, weights, occ, occ_list, where
                 _axpy(k, dw, r, iu, bu, iv, bv, n_rows, n_cols)
                 occ[k] = s + 1
                 accepted += 1
-                delta_sum += delta
             continue
         if move == 1:  # shift to a neighbouring site
             l = neighbours[k, min(int(u2 * n_nb), n_nb - 1)]
@@ -339,25 +330,23 @@ def _level(iu, bu, iv, bv, n_rows, n_cols, energy, weights, occ, occ_list, where
             _axpy(l, w, r, iu, bu, iv, bv, n_rows, n_cols)
             occ[l] = occ[k]
             occ[k] = 0
-            occ_list[where[k]] = l
-            where[l] = where[k]
-            where[k] = -1
+            _relocate(occ_list, where, k, l)
             accepted += 1
-            delta_sum += delta
         else:
             _axpy(k, w, r, iu, bu, iv, bv, n_rows, n_cols)
-    return n_occ, accepted, delta_sum
+    return n_occ, accepted
 
 
 def _compile():
     """Compile the kernel with numba when it is installed (the ``fast`` extra)."""
-    global _dot, _axpy, _accept, _bonds, _level
+    global _dot, _axpy, _accept, _bonds, _change, _relocate, _level
     try:
         import numba
     except ImportError:
         return False
     jit = numba.njit(cache=True, nogil=True)
     _dot, _axpy, _accept, _bonds = jit(_dot), jit(_axpy), jit(_accept), jit(_bonds)
+    _change, _relocate = jit(_change), jit(_relocate)
     _level = jit(_level)
     return True
 
@@ -408,6 +397,12 @@ class SiteAnnealer:
         p = self.model.project(self.columns.sites[on], self.weights[occ[on] - 1])
         return (p - self.data).ravel()
 
+    @cached_property
+    def _site_scores(self) -> np.ndarray:
+        # the same for every chain: one correlation of the data with all sites
+        corr = self.model.correlate(self.data, self.columns.sites)
+        return np.maximum(corr / np.maximum(self.columns.energy, 1e-300), 0.0) ** 2
+
     def initial(self, rng, n_atoms: int) -> np.ndarray:
         """``n_atoms`` sites drawn without replacement with probability proportional to the
         squared positive correlation of the data with each site's column (heaviest species)."""
@@ -415,8 +410,7 @@ class SiteAnnealer:
         n_atoms = int(min(max(n_atoms, 0), self.n_sites))
         if n_atoms == 0:
             return occ
-        corr = self.model.correlate(self.data, self.columns.sites)
-        p = np.maximum(corr / np.maximum(self.columns.energy, 1e-300), 0.0) ** 2
+        p = self._site_scores
         p = p / p.sum() if p.sum() > 0 and np.count_nonzero(p) >= n_atoms else None
         chosen = rng.choice(self.n_sites, size=n_atoms, replace=False, p=p)
         occ[chosen] = int(np.argmax(self.weights)) + 1  # species moves correct it
@@ -476,7 +470,7 @@ class SiteAnnealer:
         level = 0
         for level, temperature in enumerate(temps):
             uniforms = rng.random((int(moves_per_level), 5))
-            n_occ, accepted, _ = _level(cols.iu, cols.bu, cols.iv, cols.bv, cols.n_rows,
+            n_occ, accepted = _level(cols.iu, cols.bu, cols.iv, cols.bv, cols.n_rows,
                                         cols.n_cols, cols.energy, self.weights, occ, occ_list,
                                         where, n_occ, r, float(temperature), uniforms, cum,
                                         self.neighbours, float(bond), *switch)

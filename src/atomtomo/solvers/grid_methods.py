@@ -108,8 +108,7 @@ def _min_separation(problem: Problem, grid: PixelGrid, given):
 
 
 def _atoms_terms(problem: Problem, config: Configuration) -> dict:
-    r = problem.model.project(config.positions, config.weights) - problem.data
-    data = 0.5 * float(np.sum(r * r))
+    data = problem.data_energy(config)
     return {"objective": data, "data_energy": data, "data_discrepancy": float(np.sqrt(2 * data))}
 
 
@@ -308,15 +307,11 @@ def reconstruct_annealing(problem: Problem, *, alpha=0.0, seed: int = 0, callbac
     fixed = opts.get("count", "fixed" if len(weights) == 1 else "free") == "fixed"
     levels = opts.get("levels", 150)
     moves = max(2000, int(opts.get("moves", 100.0) * max(n_atoms, 1)))
-    extra = {}
 
-    site_sets = []
     if opts.get("lattice"):
         site_sets = _lattice_site_sets(problem, opts["lattice"])
     else:
-        spacing = opts.get("grid_spacing", problem.sigma)
-        grid = PixelGrid.with_spacing(problem.box, spacing,
-                                      max_points=250_000 if problem.ndim == 2 else 1_000_000)
+        grid = default_grid(problem, opts.get("grid_spacing", problem.sigma))
         site_sets = [(grid.points, grid_neighbours(grid), _grid_info(grid))]
 
     rng = np.random.default_rng(seed)
@@ -348,11 +343,10 @@ def reconstruct_annealing(problem: Problem, *, alpha=0.0, seed: int = 0, callbac
                 best = (res, sites, site_info)
     res, sites, site_info = best
     config = _occupancy_configuration(sites, res.occupancy, names, problem.species_weights)
-    extra.update(site_info)
     return _result(problem, "annealing", config, alpha, seed, level_count, start, history,
                    grid_objective=res.energy, n_atoms_expected=n_expected,
                    count="fixed" if fixed else "free", accepted=res.accepted,
-                   proposals=res.proposals, compiled=_compiled(), **extra)
+                   proposals=res.proposals, compiled=_compiled(), **site_info)
 
 
 def _compiled() -> bool:
