@@ -19,7 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from atomtomo import Configuration, ForwardModel, Geometry, write_xyz
-from atomtomo.cli import cli, default_detector, is_hdf5, median_nn_distance
+from atomtomo.cli import cli, default_detector, is_hdf5
+from atomtomo.potentials import bond_length_estimate as median_nn_distance
 
 
 def needs(module, *names):

@@ -538,6 +538,7 @@ def _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, bo
 def _write_tiltseries(ts, out):
     from .tiltseries import write_tiltseries
 
+    # atomic here whatever the writer does (the tests put a non-atomic writer in its place)
     with atomic_path(out) as tmp:
         write_tiltseries(ts, tmp)
 
@@ -922,8 +923,7 @@ def _animate(tracker, recon, problem, path):
         frames.append({"positions": np.array(final.positions), "iteration": recon.info.get(
             "iterations", len(frames)), "objective": recon.info.get("objective"),
             "n_atoms": final.n_atoms, "phase": "final"})
-    with atomic_path(path) as tmp:
-        animate_run(frames, tmp, truth=problem.ground_truth, box=problem.box)
+    animate_run(frames, path, truth=problem.ground_truth, box=problem.box)  # atomic
 
 
 # ---------------------------------------------------------------------------------------------
@@ -950,29 +950,19 @@ def load_truth(path, ndim=None):
     return config, _positive_or_none(config.info.get("bond_length")), "the truth file's bond_length"
 
 
-def median_nn_distance(positions) -> float | None:
-    """Median nearest-neighbour distance of a configuration (None for fewer than 2 atoms)."""
-    from scipy.spatial import cKDTree
-
-    positions = np.asarray(positions, dtype=float)
-    if len(positions) < 2:
-        return None
-    d, _ = cKDTree(positions).query(positions, k=2)
-    return float(np.median(d[:, 1])) or None
-
-
 def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
     """The metrics of ``atomtomo evaluate`` as a dict (see :func:`atomtomo.metrics.match_atoms`).
 
     Adds ``tolerance``, ``tolerance_source`` and ``bond_length``.
     """
     from .configuration import read_xyz
+    from .potentials import bond_length_estimate
 
     truth, bond, source = load_truth(truth_path)
     found = read_xyz(recon_path, ndim=truth.ndim)
     if tolerance is None:
         if bond is None:
-            bond = median_nn_distance(truth.positions)
+            bond = bond_length_estimate(truth.positions)
             source = "the truth's median nearest-neighbour distance"
         if bond is None:
             raise InputError("cannot derive a tolerance (no bond length, fewer than 2 true atoms): "
@@ -1019,22 +1009,6 @@ def evaluate(recon, truth, tolerance, as_json):
 # ---------------------------------------------------------------------------------------------
 # plot
 # ---------------------------------------------------------------------------------------------
-def _figure_of(obj):
-    """The matplotlib Figure behind whatever a plotting function returned."""
-    from matplotlib.figure import Figure
-
-    if isinstance(obj, Figure):
-        return obj
-    if isinstance(obj, (tuple, list)) and obj:
-        return _figure_of(obj[0])
-    fig = getattr(obj, "figure", None)
-    if isinstance(fig, Figure):
-        return fig
-    import matplotlib.pyplot as plt
-
-    return plt.gcf()
-
-
 @cli.command()
 @click.argument("source", metavar="RECON.xyz|TILT.h5")
 @click.option("--truth", default=None, help="Atom file or tilt series with ground truth to overlay.")
@@ -1047,10 +1021,7 @@ def _figure_of(obj):
 @_debug_option
 def plot(source, truth, tilt, tolerance, title, output, quiet):
     """Plot a reconstruction (with its truth), or the projections of a tilt series."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from .plotting import plot_projections, plot_reconstruction, save_figure
+    from .plotting import plot_projections, plot_reconstruction, save_figure  # Agg, no pyplot
 
     out = _check_output(output)
     if not Path(source).exists():
@@ -1059,9 +1030,7 @@ def plot(source, truth, tilt, tolerance, title, output, quiet):
         if truth is not None or tilt is not None:
             raise InputError("--truth and --tilt-series apply to reconstructions, not to a tilt series")
         ts = _read_tiltseries(source)
-        fig = _figure_of(plot_projections(ts))
-        with atomic_path(out) as tmp:
-            save_figure(fig, tmp)
+        save_figure(plot_projections(ts), out)  # atomic
         _say(quiet, f"wrote {out}: projections of {source}")
         return
     from .configuration import read_xyz
@@ -1077,15 +1046,15 @@ def plot(source, truth, tilt, tolerance, title, output, quiet):
         ndim = truth_cfg.ndim
     found = read_xyz(source, ndim=ndim)
     if truth_cfg is not None and tolerance is None:
-        bond = bond or median_nn_distance(truth_cfg.positions)
+        from .potentials import bond_length_estimate
+
+        bond = bond or bond_length_estimate(truth_cfg.positions)
         tolerance = None if bond is None else TOLERANCE_FRACTION * bond
     if box is None and found.info.get("box") is not None:
         box = np.asarray(found.info["box"], float) if not isinstance(found.info["box"], str) else \
             np.asarray(json.loads(found.info["box"]), float)
-    fig = _figure_of(plot_reconstruction(found, truth=truth_cfg, box=box, tolerance=tolerance,
-                                         title=title or Path(source).name))
-    with atomic_path(out) as tmp:
-        save_figure(fig, tmp)
+    save_figure(plot_reconstruction(found, truth=truth_cfg, box=box, tolerance=tolerance,
+                                    title=title or Path(source).name), out)  # atomic
     _say(quiet, f"wrote {out}: {found.n_atoms} atoms" +
          ("" if truth_cfg is None else f" against {truth_cfg.n_atoms} true atoms"))
 

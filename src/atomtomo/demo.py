@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ._io import atomic_path, output_directory, write_text
+from ._io import output_directory, write_text
 from .errors import InputError
 
 #: The acquisition of the demo (the learned locator's default detector, so it can be compared).
@@ -99,8 +99,7 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     geometry = Geometry.from_angles(2, np.radians(DEMO_ANGLES_DEG), DEMO_DETECTOR, DEMO_PIXEL_SIZE)
     ts = simulate_tiltseries(truth, geometry, DEMO_SIGMA, relative_noise=DEMO_NOISE, seed=seed,
                              box=np.asarray(truth.info["box"], float), bond_length=bond)
-    with atomic_path(files["tiltseries"]) as tmp:
-        write_tiltseries(ts, tmp)
+    write_tiltseries(ts, files["tiltseries"])  # atomic
     write_xyz(truth, files["truth"])
     say(f"simulated {truth.n_atoms} atoms (interstitial lattice), 3 angles, 1% noise")
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ._checks import positive_number as _positive
 from ._io import atomic_path
+from .potentials import bond_length_estimate
 from .errors import InputError
 
 #: Perceptual colour map of the distance to the truth (dark = close, yellow = far).
@@ -143,16 +144,6 @@ def _box(box, ndim, name="box"):
     return box
 
 
-def _median_nn(pos) -> float | None:
-    if len(pos) < 2:
-        return None
-    from scipy.spatial import cKDTree
-
-    d = cKDTree(pos).query(pos, k=2)[0][:, 1]
-    d = float(np.median(d))
-    return d if d > 0 else None
-
-
 def _bond_length(found_pos, truth, truth_pos, box):
     """The length scale of the picture: bond length of the truth, else a nearest-neighbour
     distance, else a fraction of the box."""
@@ -162,9 +153,9 @@ def _bond_length(found_pos, truth, truth_pos, box):
     except (TypeError, ValueError):
         bond = None
     if bond is None or not np.isfinite(bond) or bond <= 0:
-        bond = _median_nn(truth_pos) if truth_pos is not None else None
+        bond = bond_length_estimate(truth_pos) if truth_pos is not None else None
     if bond is None:
-        bond = _median_nn(found_pos)
+        bond = bond_length_estimate(found_pos)
     if bond is None:
         extent = np.ptp(box, axis=1).max() if box is not None else 1.0
         bond = extent / 10

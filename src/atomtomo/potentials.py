@@ -81,6 +81,14 @@ def nearest_neighbour_distance(positions) -> float:
     return float(np.median(dist[:, 1]))
 
 
+def bond_length_estimate(positions) -> float | None:
+    """:func:`nearest_neighbour_distance`, or None when there are fewer than 2 atoms or it is 0
+    (for defaults that can do without one)."""
+    if len(positions) < 2:
+        return None
+    return nearest_neighbour_distance(positions) or None
+
+
 # -- interface -------------------------------------------------------------------------------------
 class Potential:
     """An energy ``V(x, s)`` of atoms at positions ``x`` with species ``s``.

@@ -10,20 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ..configuration import Configuration
 from ..errors import InputError
+from ..potentials import nearest_neighbour_distance
 from .nanoparticles import zcontrast_weights
-
-
-def median_nearest_neighbour(positions) -> float:
-    """Median distance from each atom to its nearest neighbour."""
-    pos = np.asarray(positions, float)
-    if len(pos) < 2:
-        raise InputError("at least two atoms are needed for a nearest-neighbour distance")
-    d, _ = cKDTree(pos).query(pos, 2)
-    return float(np.median(d[:, 1]))
 
 
 def load_measured(path, exponent: float = 1.7) -> Configuration:
@@ -59,7 +50,7 @@ def load_measured(path, exponent: float = 1.7) -> Configuration:
         raise InputError(f"{path}: needs at least two atoms with finite positions")
     pos = pos - pos.mean(0)
     species = np.array(atoms.get_chemical_symbols(), dtype=object)
-    bond = median_nearest_neighbour(pos)
+    bond = nearest_neighbour_distance(pos)
     lo, hi = pos.min(0) - bond, pos.max(0) + bond
     info = {
         "phantom": "measured",
