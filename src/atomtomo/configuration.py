@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_path
-from .errors import InputError
+from .errors import InputError, first_line
 
 #: Species name used when a data set has one species of weight 1 and names none.
 DEFAULT_SPECIES = "X"
@@ -213,7 +213,7 @@ def read_xyz(path, ndim: int | None = None) -> Configuration:
         try:
             atoms = read(str(path), index=-1)
         except Exception:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = first_line(exc)
             raise InputError(f"cannot read atom file {path}: {msg}") from None
     try:
         return Configuration.from_ase(atoms, ndim=ndim)

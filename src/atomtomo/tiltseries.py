@@ -25,7 +25,7 @@ import numpy as np
 
 from ._io import atomic_path
 from .configuration import Configuration
-from .errors import InputError
+from .errors import InputError, first_line
 from .geometry import Geometry
 
 #: Value of the root attribute ``atomtomo_format`` that marks a tilt-series file.
@@ -354,7 +354,7 @@ def read_tiltseries(path) -> TiltSeries:
     except InputError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise InputError(f"{path}: cannot read tilt series: {msg}") from None
 
 
@@ -650,7 +650,7 @@ def import_mrc(path, angles, pixel_size=None, *, ndim=3, atom_sigma=None,
     except InputError:
         raise
     except (OSError, ValueError, TypeError, EOFError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise InputError(f"{path} is not a readable MRC file: {msg}") from None
     if pixel_size is None:
         if not (math.isfinite(header_pixel) and header_pixel > 0):
@@ -708,7 +708,7 @@ def import_tiff(path, angles, pixel_size=None, *, ndim=3, atom_sigma=None,
     except InputError:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, tifffile.TiffFileError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise InputError(f"{path} is not a readable TIFF file: {msg}") from None
     if pixel_size is None:
         if header is None:
@@ -758,7 +758,7 @@ def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeri
     except InputError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise InputError(f"{path}: cannot read AET tilt series: {msg}") from None
     where = str(path)
     if data.ndim != 3:

@@ -110,12 +110,6 @@ def system_matrix(model: ForwardModel, box, shape) -> sp.csr_matrix:
     return sp.csr_matrix(grid_operator(model, pixel_grid(box, shape)).matrix)
 
 
-def _safe_inverse(v):
-    out = np.zeros_like(v)
-    np.divide(1.0, v, out=out, where=v > 0)
-    return out
-
-
 class SirtMap:
     """``K`` SIRT iterations from zero as one precomputed linear map (see the module docstring).
 
@@ -129,6 +123,8 @@ class SirtMap:
     """
 
     def __init__(self, A, shape, iterations, relaxation=1.0):
+        from ..solvers.grid import _safe_inverse  # SIRT's row and column sums
+
         A = sp.csr_matrix(A, dtype=float)
         self.shape = tuple(shape)
         self.iterations, self.relaxation = int(iterations), float(relaxation)

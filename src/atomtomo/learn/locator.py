@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 
 from .._checks import positive_number
 from ..configuration import Configuration
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 #: Where the shipped models live.
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -155,7 +155,7 @@ def _load_cached(path: str, mtime: float):
     try:
         model = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a broken file
-        raise InputError(f"cannot read locator model {path}: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"cannot read locator model {path}: {first_line(exc)}") from None
     if not isinstance(model, dict) or model.get("format") != "atomtomo-locator":
         raise InputError(f"{path} is not an atomtomo locator model")
     from .network import build_network

@@ -19,6 +19,8 @@ Batches pad the true atoms to a common count with a mask (padded atoms have weig
 
 from __future__ import annotations
 
+import functools
+
 from . import require_torch
 
 #: Kernel widths, in lattice spacings.
@@ -45,6 +47,7 @@ def _scale_sum(k, coeff):
     return (coeff[:, None, :] @ k.reshape(b, s, n * m)).reshape(b, n, m)
 
 
+@functools.cache
 def _kernel_distance_function():
     """The distance as a :class:`torch.autograd.Function` with a hand-written backward pass.
 
@@ -88,9 +91,6 @@ def _kernel_distance_function():
     return KernelDistance
 
 
-_FUNCTION = []
-
-
 def kernel_distance(pred_positions, pred_weights, true_positions, true_mask=None, spacing=None,
                     scales=DEFAULT_SCALES, reduction="mean"):
     """Multi-scale Gaussian-kernel (MMD) distance between predicted and true atoms.
@@ -121,8 +121,6 @@ def kernel_distance(pred_positions, pred_weights, true_positions, true_mask=None
     torch = require_torch()
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    if not _FUNCTION:
-        _FUNCTION.append(_kernel_distance_function())
     dtype = pred_positions.dtype
     b = pred_positions.shape[0]
     true_positions = true_positions.to(dtype)
@@ -134,6 +132,7 @@ def kernel_distance(pred_positions, pred_weights, true_positions, true_mask=None
     spacing = torch.as_tensor(spacing, dtype=dtype).reshape(-1).expand(b)
     s = spacing[:, None] * torch.as_tensor(scales, dtype=dtype)[None, :]  # (B, S)
     c = 0.5 / s.square()
-    value = _FUNCTION[0].apply(pred_positions, pred_weights.to(dtype), true_positions, wt, c)
+    value = _kernel_distance_function().apply(pred_positions, pred_weights.to(dtype),
+                                              true_positions, wt, c)
     per_sample = value / wt.sum(1).clamp(min=1.0)
     return per_sample.mean() if reduction == "mean" else per_sample

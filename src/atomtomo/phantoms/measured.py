@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..configuration import Configuration
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..potentials import nearest_neighbour_distance
 from .nanoparticles import zcontrast_weights
 
@@ -43,7 +43,7 @@ def load_measured(path, exponent: float = 1.7) -> Configuration:
     try:
         atoms = read(str(path), index=-1)
     except Exception as exc:  # ase raises many kinds of errors on broken files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise InputError(f"cannot read measured atom file {path}: {msg}") from None
     pos = np.asarray(atoms.get_positions(), float)
     if len(pos) < 2 or not np.isfinite(pos).all():
