@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temporary(directory: Path, path: Path) -> Path:
+    """Create a new empty file beside ``path`` with the permissions any new file gets (0666
+    minus the umask, applied by the OS: reading the umask would mean setting it, which is not
+    thread-safe)."""
+    while True:
+        tmp = directory / f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -28,13 +35,9 @@ def atomic_path(path):
         from .errors import InputError
 
         raise InputError(f"output directory does not exist: {directory}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=directory)
-    os.close(fd)
-    # mkstemp creates the file readable by its owner only; give it the permissions any new file
-    # gets (0666 minus the umask), as users expect of data files and figures.
-    os.chmod(tmp, 0o666 & ~_umask())
+    tmp = _create_temporary(directory, path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
