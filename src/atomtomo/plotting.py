@@ -1112,12 +1112,13 @@ def animate_run(frames, path, truth=None, box=None, fps=10, *, tolerance=None, v
         # One palette for the whole run (no colour flicker between frames), from the background
         # and a few frames; each frame is then mapped onto it (a fast nearest-colour lookup).
         n = len(frames)
-        sample = [np.asarray(canvas.buffer_rgba())[..., :3]] + [
-            render(k) for k in sorted({0, n // 3, (2 * n) // 3, n - 1})]
-        palette = _gif_palette(sample)
+        blank = np.asarray(canvas.buffer_rgba())[..., :3].copy()  # a copy: the buffer is live
+        sampled = {k: render(k) for k in sorted({0, n // 3, (2 * n) // 3, n - 1})}
+        palette = _gif_palette([blank, *sampled.values()])
         durations = [round(1000.0 / fps)] * n
         durations[-1] = max(durations[-1], round(1000.0 * float(hold)))
-        images = [_to_palette(render(k), palette) for k in range(n)]
+        images = [_to_palette(sampled[k] if k in sampled else render(k), palette)
+                  for k in range(n)]
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                        duration=durations, loop=0, optimize=False)
