@@ -65,6 +65,13 @@ def pixel_kernel_derivative(t, sigma, delta):
     return (np.exp(-0.5 * a * a) - np.exp(-0.5 * b * b)) * (_INV_SQRT_2PI / (sigma * delta))
 
 
+def grid_points(axes) -> np.ndarray:
+    """The points of the tensor grid ``axes``, ``(m, d)`` in ``meshgrid(..., indexing="ij")``
+    order."""
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=1)
+
+
 class ForwardModel:
     """Projections of Gaussian atoms for a :class:`~atomtomo.geometry.Geometry`.
 
@@ -346,46 +353,50 @@ class ForwardModel:
                 out[sl] = np.einsum("an,an->n", (bu * bu).sum(-1), (bv * bv).sum(-1))
         return out
 
-    def _grid_key(self, axes):
-        return tuple(np.ascontiguousarray(a, dtype=float).tobytes() for a in axes)
-
-    def _cached(self, kind, axes, build):
-        """Per-grid precomputation, kept for the few grids a solver reuses every iteration
-        (the add step correlates the same candidate grid hundreds of times)."""
-        cache = self.__dict__.setdefault("_grid_cache", {})
-        key = (kind, self._grid_key(axes))
-        if key not in cache:
-            if len(cache) >= 4:
-                cache.pop(next(iter(cache)))
-            cache[key] = build()
-        return cache[key]
-
     def _separable_profiles(self, axes):
         """Dense pixel profiles of a 3D single-axis tensor grid: ``bv`` (n_y, n_rows) and, per
         angle, ``bu`` (n_angles, n_x * n_z, n_cols)."""
-        def build():
-            geo, delta = self.geometry, self.geometry.pixel_size
-            xs, ys, zs = (np.asarray(a, float) for a in axes)
-            bv = pixel_kernel(geo.pixel_centres(0)[None, :] - ys[:, None], self.sigma, delta)
-            e_u = geo.directions[:, 0, :]
-            u = (e_u[:, 0, None, None] * xs[None, :, None]
-                 + e_u[:, 2, None, None] * zs[None, None, :]).reshape(geo.n_angles, -1)
-            bu = pixel_kernel(geo.pixel_centres(1)[None, None, :] - u[..., None], self.sigma,
-                              delta)
-            # Row-major (n_cols, n_xz) per angle, so that the product below streams through it.
-            return bv, np.ascontiguousarray(bu.transpose(0, 2, 1))
+        geo, delta = self.geometry, self.geometry.pixel_size
+        xs, ys, zs = (np.asarray(a, float) for a in axes)
+        bv = pixel_kernel(geo.pixel_centres(0)[None, :] - ys[:, None], self.sigma, delta)
+        e_u = geo.directions[:, 0, :]
+        u = (e_u[:, 0, None, None] * xs[None, :, None]
+             + e_u[:, 2, None, None] * zs[None, None, :]).reshape(geo.n_angles, -1)
+        bu = pixel_kernel(geo.pixel_centres(1)[None, None, :] - u[..., None], self.sigma, delta)
+        # Row-major (n_cols, n_xz) per angle, so that the product below streams through it.
+        return bv, np.ascontiguousarray(bu.transpose(0, 2, 1))
 
-        return self._cached("separable", axes, build)
+    def grid_correlator(self, axes):
+        """A function ``residual -> correlate_grid(residual, axes)`` for repeated use.
 
-    def _grid_windows(self, axes):
-        """Support windows ``(idx (A, m, K), val (A, m, K))`` of every point of a 2D grid."""
-        def build():
-            mesh = np.meshgrid(*axes, indexing="ij")
-            points = np.stack([m.ravel() for m in mesh], axis=1)
-            return self._window(self.geometry.detector_coordinates(points),
-                                self.geometry.detector_shape[0])
+        The pixel profiles (3D single-axis) or support windows (2D, when they fit in memory)
+        of the grid are computed once, here; a solver that correlates the same candidate grid
+        every iteration keeps the returned function.
+        """
+        geo = self.geometry
+        if geo.ndim == 3 and geo.single_axis:
+            bv, bu_t = self._separable_profiles(axes)
+            n_x, n_y, n_z = (len(a) for a in axes)
 
-        return self._cached("windows", axes, build)
+            def separable(residual):
+                r = self._check_residual(residual)
+                total = np.zeros((n_y, n_x * n_z))
+                for a in range(geo.n_angles):  # few angles; each is two dense products
+                    total += (bv @ r[a]) @ bu_t[a]
+                return total.reshape(n_y, n_x, n_z).transpose(1, 0, 2).ravel()
+
+            return separable
+        points = grid_points(axes)
+        if geo.ndim == 2 and len(points) * geo.n_angles * self._support <= _CHUNK_ENTRIES:
+            idx, val = self._window(geo.detector_coordinates(points), geo.detector_shape[0])
+            angle = np.arange(geo.n_angles)[:, None, None]
+
+            def windowed(residual):
+                g = self._check_residual(residual)[angle, idx]
+                return np.einsum("amk,amk->m", g, val)
+
+            return windowed
+        return lambda residual: self.correlate(residual, points)
 
     def correlate_grid(self, residual, axes) -> np.ndarray:
         """:meth:`correlate` at every point of the tensor grid ``axes`` = (xs, ys[, zs]).
@@ -393,25 +404,9 @@ class ForwardModel:
         Returns the values in ``meshgrid(*axes, indexing="ij")`` order, raveled. In 3D with
         the single-axis geometry the atom's projection is separable, so the whole grid costs two
         matrix products per angle (rows with ``y``, columns with ``(x, z)``) instead of one
-        window per point. The pixel profiles (3D) or support windows (2D, when they fit in
-        memory) of a grid are computed once and reused by later calls with the same grid.
+        window per point. For many residuals on one grid use :meth:`grid_correlator`.
         """
-        r = self._check_residual(residual)
-        geo = self.geometry
-        if geo.ndim == 3 and geo.single_axis:
-            bv, bu_t = self._separable_profiles(axes)
-            n_x, n_y, n_z = (len(a) for a in axes)
-            total = np.zeros((n_y, n_x * n_z))
-            for a in range(geo.n_angles):  # few angles; each is two dense products
-                total += (bv @ r[a]) @ bu_t[a]
-            return total.reshape(n_y, n_x, n_z).transpose(1, 0, 2).ravel()
-        n_points = int(np.prod([len(a) for a in axes]))
-        if geo.ndim == 2 and n_points * geo.n_angles * self._support <= _CHUNK_ENTRIES:
-            idx, val = self._grid_windows(axes)
-            g = r[np.arange(geo.n_angles)[:, None, None], idx]
-            return np.einsum("amk,amk->m", g, val)
-        mesh = np.meshgrid(*axes, indexing="ij")
-        return self.correlate(r, np.stack([m.ravel() for m in mesh], axis=1))
+        return self.grid_correlator(axes)(residual)
 
     def self_energy_grid(self, axes) -> np.ndarray:
         """:meth:`self_energy` on a tensor grid, in the order of :meth:`correlate_grid`."""
@@ -423,8 +418,7 @@ class ForwardModel:
             n_x, n_y, n_z = (len(a) for a in axes)
             total = np.einsum("y,ak->yk", sv, su)
             return total.reshape(n_y, n_x, n_z).transpose(1, 0, 2).ravel()
-        mesh = np.meshgrid(*axes, indexing="ij")
-        return self.self_energy(np.stack([m.ravel() for m in mesh], axis=1))
+        return self.self_energy(grid_points(axes))
 
     def atom_data_energy(self, position=None) -> float:
         """``0.5 ||a(p)||^2`` of one unit atom, at the origin unless ``position`` is given.

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from ..forward import grid_points
 from .objective import AtomObjective, AtomState
 from .options import (boolean, choice, non_negative_float, non_negative_int, parse_options,
                       positive_float, positive_int)
@@ -66,12 +67,9 @@ class Candidates:
     def __init__(self, model, axes):
         self.model = model
         self.axes = [np.asarray(a, float) for a in axes]
-        mesh = np.meshgrid(*self.axes, indexing="ij")
-        self.points = np.stack([m.ravel() for m in mesh], axis=1)
+        self.points = grid_points(self.axes)
         self.self_energy = model.self_energy_grid(self.axes)
-
-    def correlate(self, residual):
-        return self.model.correlate_grid(residual, self.axes)
+        self.correlate = model.grid_correlator(self.axes)  # residual -> correlation per point
 
 
 def select_additions(points, delta, species, batch: int, separation: float, tol: float):

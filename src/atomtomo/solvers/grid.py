@@ -65,7 +65,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from .._checks import positive_number
 from ..errors import InputError
-from ..forward import ForwardModel
+from ..forward import ForwardModel, grid_points
 
 
 # -- the grid ----------------------------------------------------------------------------------
@@ -128,8 +128,7 @@ class PixelGrid:
     @property
     def points(self) -> np.ndarray:
         """All grid points ``(size, ndim)``, row-major."""
-        mesh = np.meshgrid(*self.axes, indexing="ij")
-        return np.stack([m.ravel() for m in mesh], axis=1)
+        return grid_points(self.axes)
 
     def position(self, index) -> np.ndarray:
         """Coordinates of (possibly fractional) multi-indices ``(..., ndim)``."""
