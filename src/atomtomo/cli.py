@@ -736,8 +736,13 @@ class _Progress:
         # options: a bad option must still give exactly one line on stderr.
         self.header = header
         self.history_file = history_file
-        self.keep_frames = keep_frames
-        self.frames, self.stride, self.count = [], 1, 0
+        if keep_frames:
+            from .plotting import RunFrames
+
+            self.frames = RunFrames(MAX_FRAMES)
+        else:
+            self.frames = None
+        self.count = 0
         self.interval, self.last_status = interval, time.monotonic()
         self.progress = self.task = None
         self.t0 = time.monotonic()
@@ -778,8 +783,8 @@ class _Progress:
                      if k not in ("positions", "species", "weights")
                      and not (isinstance(v, np.ndarray) and v.size > 16)}
             self.history_file.write(json.dumps(_jsonable(light)) + "\n")
-        if self.keep_frames and record.get("positions") is not None:
-            self._add_frame(record)
+        if self.frames is not None:
+            self.frames(record)
         if self.progress is not None:
             self.progress.update(self.task, description=self.describe(record))
         elif self.status and self.header is not None:
@@ -788,20 +793,6 @@ class _Progress:
         elif self.status and time.monotonic() - self.last_status >= self.interval:
             self.last_status = time.monotonic()
             click.echo(f"{_prefix()}: {self.describe(record)}", err=True)
-
-    def _add_frame(self, record):
-        if (self.count - 1) % self.stride:
-            return
-        frame = {"positions": np.array(record["positions"], dtype=float, copy=True),
-                 "iteration": record.get("iteration", self.count),
-                 "objective": record.get("objective"),
-                 "n_atoms": record.get("n_atoms", len(record["positions"]))}
-        if record.get("phase") is not None:
-            frame["phase"] = record["phase"]
-        self.frames.append(frame)
-        if len(self.frames) > MAX_FRAMES:  # thin evenly: keep every other frame from now on
-            self.frames = self.frames[::2]
-            self.stride *= 2
 
 
 @cli.command()
@@ -916,13 +907,7 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
 def _animate(tracker, recon, problem, path):
     from .plotting import animate_run
 
-    frames = list(tracker.frames)
-    final = recon.configuration
-    if not frames or frames[-1].get("n_atoms") != final.n_atoms or not np.array_equal(
-            frames[-1]["positions"], final.positions):
-        frames.append({"positions": np.array(final.positions), "iteration": recon.info.get(
-            "iterations", len(frames)), "objective": recon.info.get("objective"),
-            "n_atoms": final.n_atoms, "phase": "final"})
+    frames = tracker.frames.with_final(recon.configuration, recon.info, always=False)
     animate_run(frames, path, truth=problem.ground_truth, box=problem.box)  # atomic
 
 

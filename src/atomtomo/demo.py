@@ -108,9 +108,17 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     problem = Problem.from_tiltseries(ts)
     say(f"reconstructing with {method}" + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})"
                                             if options else ""))
-    frames = _Frames()
+    from .plotting import RunFrames
+
+    frames = RunFrames()  # the run, for the animation
+
+    def record(rec):
+        frames(rec)
+        if callback is not None:
+            callback(rec)
+
     recon = reconstruct(problem, method, alpha=alpha if method == "adcg" else 0.0, seed=seed,
-                        callback=frames.chained(callback), **options)
+                        callback=record, **options)
     write_xyz(recon.configuration, files["reconstruction"],
               **{k: v for k, v in recon.info.items() if v is not None})
 
@@ -126,40 +134,11 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     _figures(recon.configuration, truth, ts, tolerance, files, title)
     from .plotting import animate_run
 
-    animate_run(frames.finished(recon), files["animation"], truth=truth, box=ts.domain,
-                tolerance=tolerance, title=title)
+    animate_run(frames.with_final(recon.configuration, recon.info), files["animation"],
+                truth=truth, box=ts.domain, tolerance=tolerance, title=title)
     say(f"wrote the figures and an animation of the run ({len(frames.frames)} frames)")
     return {"files": {k: str(v) for k, v in files.items()}, "metrics": metrics, "method": method,
             "info": dict(recon.info), "runtime_s": time.perf_counter() - t0}
-
-
-class _Frames:
-    """The solver's per-iteration records kept for the animation (at most ``limit``, thinned
-    evenly as the run goes on)."""
-
-    def __init__(self, limit=200):
-        self.limit, self.stride, self.count, self.frames = limit, 1, 0, []
-
-    def chained(self, callback):
-        def record(rec):
-            if self.count % self.stride == 0 and rec.get("positions") is not None:
-                self.frames.append({"positions": np.array(rec["positions"], float),
-                                    **{k: rec.get(k) for k in ("iteration", "phase", "n_atoms",
-                                                               "objective")}})
-                if len(self.frames) > self.limit:
-                    self.frames, self.stride = self.frames[::2], self.stride * 2
-            self.count += 1
-            if callback is not None:
-                callback(rec)
-
-        return record
-
-    def finished(self, recon):
-        """The frames plus the final configuration."""
-        final = {"positions": np.array(recon.configuration.positions), "phase": "final",
-                 "iteration": recon.info.get("iterations", self.count),
-                 "objective": recon.info.get("objective"), "n_atoms": recon.configuration.n_atoms}
-        return [*self.frames, final]
 
 
 def _plain(v):

@@ -993,6 +993,47 @@ def _frame_title(frame, k, match):
     return line + ("\n" + " \u00b7 ".join(second) if second else "")
 
 
+class RunFrames:
+    """A solver callback's records kept as frames for :func:`animate_run`: at most ``limit``,
+    thinned evenly as the run goes on (every other frame is dropped and the stride doubles).
+
+    Call it with each record (``positions``, ``iteration``, ``objective``, ``n_atoms``,
+    ``phase``); :meth:`with_final` adds the final configuration.
+    """
+
+    def __init__(self, limit: int = 200):
+        self.limit, self.stride, self.count, self.frames = limit, 1, 0, []
+
+    def __call__(self, record) -> None:
+        self.count += 1
+        positions = record.get("positions")
+        if positions is None or (self.count - 1) % self.stride:
+            return
+        frame = {"positions": np.array(positions, dtype=float, copy=True),
+                 "iteration": record.get("iteration", self.count),
+                 "objective": record.get("objective"),
+                 "n_atoms": record.get("n_atoms", len(positions))}
+        if record.get("phase") is not None:
+            frame["phase"] = record["phase"]
+        self.frames.append(frame)
+        if len(self.frames) > self.limit:
+            self.frames, self.stride = self.frames[::2], self.stride * 2
+
+    def with_final(self, configuration, info, *, always: bool = True) -> list:
+        """The frames and a last one of ``configuration`` (``info``: the run's record, for
+        ``iterations`` and ``objective``); with ``always=False`` only when it differs from the
+        last frame."""
+        frames = list(self.frames)
+        last = frames[-1] if frames else None
+        if always or last is None or last.get("n_atoms") != configuration.n_atoms or \
+                not np.array_equal(last["positions"], configuration.positions):
+            frames.append({"positions": np.array(configuration.positions), "phase": "final",
+                           "iteration": info.get("iterations", self.count),
+                           "objective": info.get("objective"),
+                           "n_atoms": configuration.n_atoms})
+        return frames
+
+
 def animate_run(frames, path, truth=None, box=None, fps=10, *, tolerance=None, view="xy",
                 size=None, dpi=100, hold=2.0, title=None):
     """The poster's animated reconstruction run, as a looping GIF.
