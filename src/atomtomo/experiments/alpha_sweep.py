@@ -20,8 +20,6 @@ reconstructions of seed 0 at five alphas of the grid, and the automatic one).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from . import cases, tables
@@ -52,13 +50,8 @@ def tasks(quick: bool = False) -> list[dict]:
 
 
 def run_task(params: dict) -> dict:
-    from ..solvers import reconstruct
-
     problem, truth = cases.simulate_case(PHANTOM, N_ANGLES, NOISE, params["seed"])
-    recon = reconstruct(problem, "adcg", alpha=params["alpha"], seed=int(params["seed"]),
-                        **json.loads(params["options"]))
-    return {**cases.score(recon.configuration, truth), **cases.info_values(recon.info),
-            "configuration": recon.configuration}
+    return cases.reconstruct_scored(problem, truth, "adcg", params["alpha"], params)
 
 
 def keep(out_dir):

@@ -42,8 +42,6 @@ def tasks(quick: bool = False) -> list[dict]:
 
 
 def run_task(params: dict) -> dict:
-    from ..solvers import reconstruct
-
     problem, truth = cases.simulate_case(PHANTOM, N_ANGLES, NOISE, params["seed"])
     frames = []
 
@@ -56,14 +54,14 @@ def run_task(params: dict) -> dict:
                        "n_atoms": int(record.get("n_atoms", len(record["positions"]))),
                        "objective": float(record.get("objective", np.nan))})
 
-    recon = reconstruct(problem, "adcg", alpha=params["alpha"], seed=int(params["seed"]),
-                        callback=collect, **json.loads(params["options"]))
-    final = recon.configuration
+    result = cases.reconstruct_scored(problem, truth, "adcg", params["alpha"], params,
+                                      callback=collect)
+    final = result["configuration"]
+    objective = result["objective"]
     frames.append({"positions": final.positions.tolist(), "iteration": len(frames),
                    "phase": "final", "n_atoms": final.n_atoms,
-                   "objective": float(recon.info.get("objective", np.nan))})
-    return {**cases.score(final, truth), **cases.info_values(recon.info),
-            "n_frames": len(frames), "frames": frames, "configuration": final}
+                   "objective": float(np.nan if objective is None else objective)})
+    return {**result, "n_frames": len(frames), "frames": frames}
 
 
 def keep(out_dir):

@@ -100,6 +100,17 @@ def info_values(info: dict) -> dict:
     return out
 
 
+def reconstruct_scored(problem, truth, method: str, alpha, params: dict, **kwargs) -> dict:
+    """Reconstruct with the task's ``seed`` and ``options`` (``params``) and score the result
+    against ``truth``: :func:`score`, :func:`info_values` and the ``configuration``."""
+    from ..solvers import reconstruct
+
+    recon = reconstruct(problem, method, alpha=alpha, seed=int(params["seed"]), **kwargs,
+                        **json.loads(params["options"]))
+    return {**score(recon.configuration, truth), **info_values(recon.info),
+            "configuration": recon.configuration}
+
+
 def options_text(options: dict) -> str:
     """Options as the compact JSON stored in a task's ``options`` column."""
     return json.dumps(options, sort_keys=True, separators=(",", ":"))

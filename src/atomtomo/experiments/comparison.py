@@ -27,8 +27,6 @@ predictable; each task's runtime is recorded.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from . import cases, tables
@@ -72,15 +70,10 @@ def tasks(quick: bool = False) -> list[dict]:
 
 def run_task(params: dict) -> dict:
     """Simulate, reconstruct with one method, score."""
-    from ..solvers import reconstruct
-
     problem, truth = cases.simulate_case(params["defect"], params["n_angles"], params["noise"],
                                          params["seed"])
     method, alpha = METHODS[params["method"]]
-    options = json.loads(params["options"])
-    recon = reconstruct(problem, method, alpha=alpha, seed=int(params["seed"]), **options)
-    return {**cases.score(recon.configuration, truth), **cases.info_values(recon.info),
-            "configuration": recon.configuration}
+    return cases.reconstruct_scored(problem, truth, method, alpha, params)
 
 
 def keep(out_dir):

@@ -25,8 +25,6 @@ distribution of the position error, one box per start and alpha).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from . import cases, tables
@@ -97,19 +95,14 @@ def poor_start(kind: str, truth, seed: int):
 
 
 def run_task(params: dict) -> dict:
-    from ..solvers import reconstruct
-
     problem, truth = cases.simulate_case(PHANTOM, params["n_angles"], NOISE, params["seed"])
     start, perturbation = poor_start(params["start"], truth, params["seed"])
     before = cases.score(start, truth)
-    recon = reconstruct(problem, "adcg", alpha=params["alpha"], seed=int(params["seed"]),
-                        initial=start, **json.loads(params["options"]))
-    after = cases.score(recon.configuration, truth)
-    values = cases.info_values(recon.info)
+    after = cases.reconstruct_scored(problem, truth, "adcg", params["alpha"], params,
+                                     initial=start)
     return {"perturbation": perturbation, "start_f1": before["f1"],
             "start_position_error_bonds": before["position_error_bonds"],
-            "start_n_atoms": start.n_atoms, **after, "success": int(after["f1"] >= SUCCESS_F1),
-            **values, "configuration": recon.configuration}
+            "start_n_atoms": start.n_atoms, **after, "success": int(after["f1"] >= SUCCESS_F1)}
 
 
 def keep(out_dir):
