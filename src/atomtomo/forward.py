@@ -271,7 +271,7 @@ class ForwardModel:
         iu, bu, dbu, iv, bv, dbv = self._windows_3d(pos, derivative=True)
         if _kernels_3d is not None:
             gw, du, dv = _kernels_3d[1](iu, bu, dbu, iv, bv, dbv, w, r)
-            gx = du.T @ geo.directions[:, 0, :] + dv.T @ geo.directions[:, 1, :]
+            gx = self._position_gradient_3d(du, dv)
             return (gx if need_positions else None), gw
         shape = iu.shape
         iv, bv, dbv = (np.broadcast_to(x, shape) for x in (iv, bv, dbv))
@@ -283,10 +283,13 @@ class ForwardModel:
         hd = np.einsum("ankl,anl->ank", g, dbu)
         du = -np.einsum("ank,ank->an", hd, bv) * w[None, :]
         dv = -np.einsum("ank,ank->an", h, dbv) * w[None, :]
-        e_u = geo.directions[:, 0, :]
-        e_v = geo.directions[:, 1, :]
-        gx = du.T @ e_u + dv.T @ e_v
-        return gx, gw
+        return self._position_gradient_3d(du, dv), gw
+
+    def _position_gradient_3d(self, du, dv):
+        """Chain rule from detector coordinates to positions: ``du, dv`` (A, n) are the
+        derivatives along each angle's column and row axes ``e_u, e_v``."""
+        directions = self.geometry.directions
+        return du.T @ directions[:, 0, :] + dv.T @ directions[:, 1, :]
 
     def data_term(self, positions, weights, data):
         """``0.5 ||project(x, w) - data||^2``, its gradient in ``x`` and the residual, sharing
@@ -315,7 +318,7 @@ class ForwardModel:
             _kernels_3d[0](iu, bu, iv, bv, w, r)
             r -= data
             _, du, dv = _kernels_3d[1](iu, bu, dbu, iv, bv, dbv, w, r)
-            gx = du.T @ geo.directions[:, 0, :] + dv.T @ geo.directions[:, 1, :]
+            gx = self._position_gradient_3d(du, dv)
             r_flat = r.ravel()
         else:
             n_rows, n_cols = geo.detector_shape
@@ -329,7 +332,7 @@ class ForwardModel:
             hd = np.einsum("ankl,anl->ank", g, dbu)
             du = -np.einsum("ank,ank->an", hd, bv) * w[None, :]
             dv = -np.einsum("ank,ank->an", h, dbv) * w[None, :]
-            gx = du.T @ geo.directions[:, 0, :] + dv.T @ geo.directions[:, 1, :]
+            gx = self._position_gradient_3d(du, dv)
         return 0.5 * float(r_flat @ r_flat), gx, r_flat.reshape(geo.data_shape)
 
     def backproject(self, residual, points) -> np.ndarray:
