@@ -116,12 +116,8 @@ def figures(out_dir, rows, log) -> list:
     if alphas:
         curves = {}
         for key in ("energy", "data_discrepancy", "n_found", "position_error_bonds", "f1"):
-            arr = np.full((len(seeds), len(alphas)), np.nan)
-            for r in fixed:
-                value = r.get(key)
-                if isinstance(value, (int, float)):
-                    arr[seeds.index(r["seed"]), alphas.index(r["alpha"])] = value
-            curves[LABELS[key]] = arr
+            curves[LABELS[key]] = tables.matrix(fixed, lambda r: r["seed"], seeds, "alpha",
+                                                alphas, key)
         markers = []
         best, chosen = best_alpha(fixed), auto_alpha(auto)
         if best is not None:

@@ -157,15 +157,11 @@ def figures(out_dir, rows, log) -> list:
         curves = {}
         for n in sorted({r["n_angles"] for r in rows}):
             for m in methods:
-                reps = tables.group([r for r in rows if r["method"] == m and r["n_angles"] == n],
-                                    ("defect", "seed"))
-                if not reps:
-                    continue
-                arr = np.full((len(reps), len(noises)), np.nan)
-                for i, members in enumerate(reps.values()):
-                    for r in members:
-                        arr[i, noises.index(r["noise"])] = r["f1"]
-                curves[f"{m}, {n} angles"] = arr
+                subset = [r for r in rows if r["method"] == m and r["n_angles"] == n]
+                reps = list(tables.group(subset, ("defect", "seed")))
+                if reps:
+                    curves[f"{m}, {n} angles"] = tables.matrix(
+                        subset, lambda r: (r["defect"], r["seed"]), reps, "noise", noises, "f1")
         fig = plot_curves(100 * np.asarray(noises), curves, xlabel="noise (% of max projection)",
                           ylabels="F1", layout="overlay", logx=False, logy=False,
                           title="F1 against noise (mean over defects and seeds, band min-max)")

@@ -87,17 +87,14 @@ def summary(rows, failures, quick) -> str:
 
 
 def figures(out_dir, rows, log) -> list:
-    from ..plotting import plot_curves
-    from ..plotting import save_figure
+    from ..plotting import plot_curves, save_figure
 
     counts = sorted({r["n_angles"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
     curves = {}
     for m, label in METHODS.items():
-        arr = np.full((len(seeds), len(counts)), np.nan)
-        for r in rows:
-            if r["method"] == m and isinstance(r.get("f1"), (int, float)):
-                arr[seeds.index(r["seed"]), counts.index(r["n_angles"])] = r["f1"]
+        arr = tables.matrix([r for r in rows if r["method"] == m], lambda r: r["seed"], seeds,
+                            "n_angles", counts, "f1")
         if np.isfinite(arr).any():
             curves[label] = arr
     if not curves:

@@ -24,6 +24,18 @@ def group(rows, by):
     return out
 
 
+def matrix(rows, row_of, row_keys, x_key, xs, key) -> np.ndarray:
+    """``(len(row_keys), len(xs))`` array of ``key`` for plotting curves: row
+    ``row_keys.index(row_of(r))``, column ``xs.index(r[x_key])``; NaN where no row gives a
+    number."""
+    out = np.full((len(row_keys), len(xs)), np.nan)
+    for r in rows:
+        value = r.get(key)
+        if isinstance(value, (int, float)):
+            out[row_keys.index(row_of(r)), xs.index(r[x_key])] = value
+    return out
+
+
 def mean_std(values) -> tuple[float, float, int]:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
