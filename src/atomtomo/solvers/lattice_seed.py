@@ -30,6 +30,8 @@ lattice start only when it ends at a lower objective than the greedy start.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.optimize import minimize
 
@@ -41,21 +43,54 @@ LATTICES = {
 }
 
 
-def lattice_sites(kind, spacing, theta, offset, box, margin=0.0, indices=False):
+@lru_cache(maxsize=8)
+def _index_grid(n: int) -> np.ndarray:
+    """Lattice indices ``(i, j)``, ``-n <= i, j <= n``, as floats (read-only: it is shared)."""
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    ij = np.stack([i.ravel(), j.ravel()], axis=1).astype(float)
+    ij.flags.writeable = False
+    return ij
+
+
+def lattice_frame(kind, spacing, theta, box):
+    """What :func:`lattice_sites` needs that does not depend on the offset: the box centre, the
+    indices ``(i, j)`` that can reach the box and their lattice vectors ``i b1 + j b2``. Scans
+    over offsets at one orientation build it once."""
+    basis = _basis(kind, spacing, theta)
+    reach = np.linalg.norm(box[:, 1] - box[:, 0]) / 2
+    ij = _index_grid(int(np.ceil(reach / (spacing * 0.5))) + 2)
+    return box.mean(axis=1), ij, ij @ basis.T
+
+
+def lattice_sites(kind, spacing, theta, offset, box, margin=0.0, indices=False, frame=None):
     """Sites of a 2D lattice (rotated by ``theta`` radians, shifted by ``offset``) inside ``box``.
 
     Site ``(i, j)`` is at ``centre(box) + offset + i b1 + j b2``; with ``indices=True`` the
-    ``(i, j)`` of each site are returned too.
+    ``(i, j)`` of each site are returned too. ``frame``: :func:`lattice_frame` of the same
+    ``kind, spacing, theta, box``, when it is at hand.
     """
-    basis = _basis(kind, spacing, theta)
-    centre = box.mean(axis=1)
-    reach = np.linalg.norm(box[:, 1] - box[:, 0]) / 2
-    n = int(np.ceil(reach / (spacing * 0.5))) + 2
-    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
-    ij = np.stack([i.ravel(), j.ravel()], axis=1).astype(float)
-    sites = centre + offset + ij @ basis.T
+    centre, ij, vectors = lattice_frame(kind, spacing, theta, box) if frame is None else frame
+    sites = centre + offset + vectors
     inside = np.all((sites >= box[:, 0] + margin) & (sites <= box[:, 1] - margin), axis=1)
     return (sites[inside], ij[inside]) if indices else sites[inside]
+
+
+def _offset_fractions(n: int) -> np.ndarray:
+    """``n x n`` offsets in lattice coordinates, cell-centred in the unit cell."""
+    frac = (np.arange(n) + 0.5) / n
+    return np.stack(np.meshgrid(frac, frac, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+def _scan_offsets(objective, kind, spacing, theta, fractions):
+    """``[(misfit, offset)]`` of the lattice at ``theta`` for each offset of ``fractions``."""
+    basis = _basis(kind, spacing, theta)
+    frame = lattice_frame(kind, spacing, theta, objective.box)
+    out = []
+    for f in fractions:
+        offset = basis @ f
+        sites = lattice_sites(kind, spacing, theta, offset, objective.box, frame=frame)
+        out.append((greedy_misfit(objective, sites)[0], offset))
+    return out
 
 
 def _greedy_misfit_numpy(residual, idx, val, energy, weights, tol):
@@ -176,21 +211,15 @@ def fit_lattice(objective: AtomObjective, spacing: float, kinds=("square", "hexa
     list of (misfit, kind, theta, offset)
         Best (smallest misfit) first; ``theta`` in radians.
     """
-    box = objective.box
     results = []
-    frac = (np.arange(n_offsets) + 0.5) / n_offsets
-    fractions = np.stack(np.meshgrid(frac, frac, indexing="ij"), axis=-1).reshape(-1, 2)
+    fractions = _offset_fractions(n_offsets)
     for kind in kinds:
         period = LATTICES[kind][2]
         n_theta = n_angles or int(period)
         scanned = []
         for theta in np.radians(np.arange(n_theta) * period / n_theta):
-            basis = _basis(kind, spacing, theta)
-            for f in fractions:
-                offset = basis @ f
-                misfit, _ = greedy_misfit(objective, lattice_sites(kind, spacing, theta, offset,
-                                                                   box))
-                scanned.append((misfit, theta, offset))
+            scanned += [(misfit, theta, offset) for misfit, offset
+                        in _scan_offsets(objective, kind, spacing, theta, fractions)]
         scanned.sort(key=lambda t: t[0])
         # Keep distinct orientations: the neighbours of the best one score almost as well.
         chosen = []
@@ -240,7 +269,7 @@ def _fit_orientation(model, data, kind, spacing, theta, offset, ij, weights, cen
     return float(res.x[0]), res.x[1:]
 
 
-def refine_lattice(objective: AtomObjective, kind, spacing, theta, offset, misfit=None,
+def refine_lattice(objective: AtomObjective, kind, spacing, theta, offset, misfit,
                    rounds: int = 4):
     """Continuous refinement of a lattice's orientation and offset.
 
@@ -250,12 +279,10 @@ def refine_lattice(objective: AtomObjective, kind, spacing, theta, offset, misfi
     outer sites of a crystal between atoms; the misfit itself is piecewise constant in the
     occupancy, so it is not refined directly.
 
-    Returns ``(misfit, theta, offset)``.
+    ``misfit`` is that of the starting lattice. Returns ``(misfit, theta, offset)``.
     """
     box = objective.box
     offset = np.asarray(offset, float)
-    if misfit is None:
-        misfit = greedy_misfit(objective, lattice_sites(kind, spacing, theta, offset, box))[0]
     weights = np.asarray(objective.species_weights, float)
     for _ in range(rounds):
         sites, ij = lattice_sites(kind, spacing, theta, offset, box, indices=True)
@@ -350,17 +377,13 @@ def lattice_candidates(objective: AtomObjective, spacing: float, per_kind: int =
     """
     fits = fit_lattice(objective, spacing, refine=per_kind)
     box = objective.box
-    frac = (np.arange(6) + 0.5) / 6
-    fractions = np.stack(np.meshgrid(frac, frac, indexing="ij"), axis=-1).reshape(-1, 2)
+    fractions = _offset_fractions(6)  # as fit_lattice's scan
     for kind, theta in beam_aligned(objective.model.geometry):
         period = LATTICES[kind][2]
         if any(k == kind and _angle_gap(theta, t, period) < np.radians(0.5) for _, k, t, _ in fits):
             continue
-        basis = _basis(kind, spacing, theta)
-        scored = [(greedy_misfit(objective, lattice_sites(kind, spacing, theta, basis @ f,
-                                                          box))[0], basis @ f)
-                  for f in fractions]
-        misfit, offset = min(scored, key=lambda t: t[0])
+        misfit, offset = min(_scan_offsets(objective, kind, spacing, theta, fractions),
+                             key=lambda t: t[0])
         misfit, theta, offset = refine_lattice(objective, kind, spacing, theta, offset, misfit)
         fits.append((misfit, kind, theta, offset))
     out = [{"sites": lattice_sites(kind, spacing, theta, offset, box), "misfit": misfit,
@@ -373,17 +396,23 @@ def lattice_candidates(objective: AtomObjective, spacing: float, per_kind: int =
     return out + grain_pairs(objective, spacing, fits)
 
 
-def _two_grains(kind, spacing, box, grains, normal, cut, indices=False):
-    """Sites of two grains of a ``kind`` lattice, ``grains = ((theta1, offset1), (theta2,
-    offset2))``, on either side of the line ``(x - centre) . normal = cut``; sites of the second
-    closer than 0.6 spacings to the first's are dropped. With ``indices``: also which grain and
-    the lattice indices of each site."""
+def _grain_lattices(kind, spacing, box, grains):
+    """``[(sites, ij)]`` of each grain's whole lattice in the box, ``grains = ((theta1,
+    offset1), (theta2, offset2))``: the input of :func:`_two_grains`."""
+    return [lattice_sites(kind, spacing, theta, offset, box, indices=True)
+            for theta, offset in grains]
+
+
+def _two_grains(lattices, spacing, box, normal, cut, indices=False):
+    """Sites of two grains, ``lattices`` as from :func:`_grain_lattices`, on either side of the
+    line ``(x - centre) . normal = cut``; sites of the second closer than 0.6 spacings to the
+    first's are dropped. With ``indices``: also which grain and the lattice indices of each
+    site."""
     from scipy.spatial import cKDTree
 
     centre = box.mean(axis=1)
     parts = []
-    for g, (theta, offset) in enumerate(grains):
-        sites, ij = lattice_sites(kind, spacing, theta, offset, box, indices=True)
+    for g, (sites, ij) in enumerate(lattices):
         side = (sites - centre) @ normal
         keep = side < cut if g == 0 else side >= cut
         parts.append((sites[keep], ij[keep]))
@@ -406,7 +435,8 @@ def refine_grains(objective: AtomObjective, kind, spacing, grains, normal, cut, 
     weights = np.asarray(objective.species_weights, float)
     grains = [(float(t), np.asarray(o, float)) for t, o in grains]
     for _ in range(rounds):
-        sites, grain, ij = _two_grains(kind, spacing, box, grains, normal, cut, indices=True)
+        sites, grain, ij = _two_grains(_grain_lattices(kind, spacing, box, grains), spacing, box,
+                                       normal, cut, indices=True)
         _, species = greedy_misfit(objective, sites)
         on = species >= 0
         new = list(grains)
@@ -417,8 +447,8 @@ def refine_grains(objective: AtomObjective, kind, spacing, grains, normal, cut, 
             data = objective.data - model.project(sites[other], weights[species[other]])
             new[g] = _fit_orientation(model, data, kind, spacing, *grains[g], ij[mine],
                                       weights[species[mine]], box.mean(axis=1))
-        new_misfit = greedy_misfit(objective, _two_grains(kind, spacing, box, new, normal,
-                                                          cut))[0]
+        new_misfit = greedy_misfit(objective, _two_grains(
+            _grain_lattices(kind, spacing, box, new), spacing, box, normal, cut))[0]
         if not new_misfit < misfit:
             break
         misfit, grains = new_misfit, new
@@ -436,6 +466,8 @@ def grain_pairs(objective: AtomObjective, spacing: float, fits, keep: int = 1):
     """
     box = objective.box
     half = 0.5 * float(np.min(box[:, 1] - box[:, 0]))
+    # each fit's whole lattice, once: the boundaries below only choose which sites are kept
+    whole = [lattice_sites(k, spacing, t, o, box, indices=True) for _, k, t, o in fits]
     scored = []
     for phi in np.radians(np.arange(0, 180, 30)):
         normal = np.array([np.cos(phi), np.sin(phi)])
@@ -445,7 +477,7 @@ def grain_pairs(objective: AtomObjective, spacing: float, fits, keep: int = 1):
                     if j == i or k1 != k2 or _angle_gap(t1, t2, LATTICES[k1][2]) < np.radians(3):
                         continue
                     grains = ((t1, o1), (t2, o2))
-                    sites = _two_grains(k1, spacing, box, grains, normal, cut)
+                    sites = _two_grains((whole[i], whole[j]), spacing, box, normal, cut)
                     if len(sites) < 6:
                         continue
                     scored.append((greedy_misfit(objective, sites)[0], k1, grains, normal, cut))
@@ -455,7 +487,8 @@ def grain_pairs(objective: AtomObjective, spacing: float, fits, keep: int = 1):
         misfit, grains = refine_grains(objective, kind, spacing, grains, normal, cut, misfit)
         label = (f"grains: {kind} at {np.degrees(grains[0][0]):.1f} | {kind} at "
                  f"{np.degrees(grains[1][0]):.1f} deg")
-        out.append({"sites": _two_grains(kind, spacing, box, grains, normal, cut),
+        out.append({"sites": _two_grains(_grain_lattices(kind, spacing, box, grains), spacing,
+                                         box, normal, cut),
                     "misfit": misfit, "label": label, "grains": 2})
     return out
 
