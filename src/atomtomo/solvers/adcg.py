@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from ..forward import grid_points
+from ..potentials import POTENTIALS
 from .objective import AtomObjective, AtomState
 from .options import (boolean, choice, non_negative_float, non_negative_int, parse_options,
                       positive_float, positive_int)
@@ -134,13 +135,18 @@ def adcg_iteration(objective: AtomObjective, state: AtomState, candidates: Candi
 LOCAL_MOVE_ABOVE = 150
 
 
-def _near(state: AtomState, first_new: int, reach: float):
-    """Mask of the atoms within ``reach`` of any atom with index >= ``first_new``."""
+def near_mask(positions, centres, reach: float) -> np.ndarray:
+    """Mask of the ``positions`` within ``reach`` of any of the ``centres``."""
     from scipy.spatial import cKDTree
 
-    hits = cKDTree(state.positions[first_new:]).query_ball_point(state.positions, reach,
-                                                                return_length=True)
-    mask = hits > 0
+    if len(centres) == 0:
+        return np.zeros(len(positions), bool)
+    return cKDTree(centres).query_ball_point(positions, reach, return_length=True) > 0
+
+
+def _near(state: AtomState, first_new: int, reach: float):
+    """Mask of the atoms within ``reach`` of any atom with index >= ``first_new``."""
+    mask = near_mask(state.positions, state.positions[first_new:], reach)
     mask[first_new:] = True
     return mask
 
@@ -166,7 +172,7 @@ def adcg(objective: AtomObjective, state: AtomState, candidates: Candidates, *,
 # -------------------------------------------------------------------------------------------
 
 _OPTIONS = {
-    "potential": choice("lj", "none", "emt"),
+    "potential": choice(*POTENTIALS),
     "hops": non_negative_int,
     "patience": positive_int,
     "batch": positive_int,

@@ -34,7 +34,8 @@ from scipy.spatial import cKDTree
 from .._io import atomic_path
 from ..errors import InputError
 from .grid import estimated_atom_count
-from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
+from .adcg import (LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, near_mask,
+                   smallest)
 from .objective import AtomObjective, AtomState
 from .problem import Problem, Reconstruction
 
@@ -106,6 +107,8 @@ class SearchDriver:
         from ..potentials import make_potential
 
         self.problem = problem
+        # the scale of the moves' neighbourhoods and steps: the bond length, else 4 sigma
+        self.length_scale = problem.bond_length or 4 * problem.sigma
         self.auto_alpha = isinstance(alpha, str)
         if self.auto_alpha:
             if alpha.strip().lower() != "auto":
@@ -408,7 +411,7 @@ class SearchDriver:
         geo = self.problem.geometry
         a, b = self.rng.choice(geo.n_angles, size=2, replace=False)
         i = int(self.rng.integers(state.n))
-        reach = 3 * (self.problem.bond_length or 4 * self.problem.sigma)
+        reach = 3 * self.length_scale
         near = cKDTree(state.positions).query_ball_point(state.positions[i], reach)
         near = [j for j in near if j != i] or [j for j in range(state.n) if j != i]
         j = int(self.rng.choice(near))
@@ -450,7 +453,7 @@ class SearchDriver:
         return state, changed
 
     def _shift(self, state):
-        bond = self.problem.bond_length or 4 * self.problem.sigma
+        bond = self.length_scale
         c = int(self.rng.integers(state.n))
         group = cKDTree(state.positions).query_ball_point(state.positions[c], 1.3 * bond)
         step = self.rng.normal(scale=0.4 * bond, size=state.positions.shape[1])
@@ -458,21 +461,13 @@ class SearchDriver:
         state.positions[group] = np.clip(state.positions[group] + step, box[:, 0], box[:, 1])
         return state, np.asarray(group, int)
 
-    def _neighbourhood(self, state, changed, reach):
-        """Mask of the atoms within ``reach`` of any atom in ``changed``."""
-        movable = np.zeros(state.n, bool)
-        if len(changed):
-            near = cKDTree(state.positions).query_ball_point(state.positions[changed], reach)
-            movable[np.concatenate([np.asarray(x, int) for x in near])] = True
-        return movable
-
     def _local_relax(self, state, changed):
         """Relax only the changed atoms and their neighbours: cheap, and enough to reject most
         bad proposals before the full polish."""
         if state.n == 0 or len(changed) == 0:
             return state
-        reach = 2.0 * (self.problem.bond_length or 4 * self.problem.sigma)
-        movable = self._neighbourhood(state, changed, reach)
+        reach = 2.0 * self.length_scale
+        movable = near_mask(state.positions, state.positions[changed], reach)
         return self.objective.relax(state, max_iterations=60, movable=movable)
 
     def _polish(self, state, changed=None):
@@ -483,8 +478,9 @@ class SearchDriver:
         O(n) L-BFGS iterations; everything is relaxed together at the end of the search.
         """
         if changed is not None and state.n > LOCAL_MOVE_ABOVE:
-            reach = 3.0 * (self.problem.bond_length or 4 * self.problem.sigma)
-            state = self.objective.relax(state, movable=self._neighbourhood(state, changed, reach))
+            reach = 3.0 * self.length_scale
+            movable = near_mask(state.positions, state.positions[changed], reach)
+            state = self.objective.relax(state, movable=movable)
             state, _ = self.objective.prune(state, self.tol)
             return adcg(self.objective, state, self.candidates, max_iterations=2,
                         max_atoms=self.max_atoms, batch=1, separation=self.separation,

@@ -94,7 +94,7 @@ def _scan_offsets(objective, kind, spacing, theta, fractions):
 
 
 def _greedy_misfit_numpy(residual, idx, val, energy, weights, tol):
-    """Reference implementation of :func:`_greedy_misfit` (see there)."""
+    """Reference implementation of :func:`greedy_misfit`'s kernel (see there)."""
     r = residual.copy()
     n_angles = r.shape[0]
     rows = np.arange(n_angles)[:, None, None]
@@ -301,8 +301,8 @@ def refine_lattice(objective: AtomObjective, kind, spacing, theta, offset, misfi
     return float(misfit), float(theta), np.asarray(offset, float)
 
 
-def anneal_occupancy(objective: AtomObjective, sites, species, rng, levels: int = 60,
-                     spacing: float | None = None):
+def anneal_occupancy(objective: AtomObjective, sites, species, rng, spacing: float,
+                     levels: int = 60):
     """Improve a greedy occupation of lattice ``sites`` by simulated annealing over occupancies.
 
     Greedy occupation commits to its first choices; with few angles a site that explains part
@@ -311,14 +311,15 @@ def anneal_occupancy(objective: AtomObjective, sites, species, rng, levels: int 
     data term plus the prior's nearest-neighbour bonds (which break the ties of two-angle data,
     e.g. which end of a row is occupied), with flip, shift-to-a-neighbouring-site and swap
     moves (:class:`~atomtomo.solvers.grid_annealing.SiteAnnealer`, O(support) per move), then
-    frees them. Returns the species index per site (-1 = empty) and the annealed score (data
-    term plus bond energies, in the objective's units).
+    frees them. ``spacing`` is the lattice's nearest-neighbour distance (which sites are
+    bonded). Returns the species index per site (-1 = empty) and the annealed score (data term
+    plus bond energies, in the objective's units).
     """
     from .grid_annealing import SiteAnnealer, site_neighbours, switch_tables
 
     if len(sites) < 2:
         return species, np.inf
-    spacing = _nearest_site_distance(sites) if spacing is None else float(spacing)
+    spacing = float(spacing)
     neighbours = site_neighbours(sites, 1.01 * spacing)
     annealer = SiteAnnealer(objective.model, objective.data, sites, neighbours,
                             objective.species_weights)
@@ -339,13 +340,6 @@ def anneal_occupancy(objective: AtomObjective, sites, species, rng, levels: int 
     if annealed < greedy:
         return result.occupancy - 1, 0.5 * annealed
     return species, 0.5 * greedy
-
-
-def _nearest_site_distance(sites):
-    from scipy.spatial import cKDTree
-
-    dist, _ = cKDTree(sites).query(sites, k=2)
-    return float(np.min(dist[:, 1]))
 
 
 def beam_aligned(geometry, kinds=("square", "hexagonal")):
