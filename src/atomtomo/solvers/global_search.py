@@ -319,15 +319,13 @@ class SearchDriver:
             return "alpha"
         return "done"
 
-    def _start_refine(self, state):
+    def _start_refine(self):
         """Second search stage of ``alpha="auto"``: basin hopping at the chosen alpha, from the
         ladder's configuration for it, with a third of the first stage's budget."""
         self.stage = "refine"
         self.hops = max(self.hops // 3, 1) if self.hops else 0
         self.patience = max(self.patience // 2, 1)
         self.hop, self.stall = 0, 0
-        self._set_current(state)
-        self.best, self.best_value = self.state.copy(), self.current_value
         self.phase = "hop" if self.hops > 0 else "done"
 
     def _alpha_step(self):
@@ -353,11 +351,12 @@ class SearchDriver:
         state = self.objective.relax(state, max_iterations=1000)
         state, _ = self.objective.prune(state, self.tol)
         self._report("alpha", accepted=True, trial_alpha=chosen)
+        # from here on the objective is the one at the chosen alpha: best starts afresh
+        self._set_current(state)
+        self.best, self.best_value = self.state.copy(), self.current_value
         if chosen >= AUTO_SEARCH_ALPHA:
-            self._start_refine(state)
+            self._start_refine()
         else:  # a weaker prior does not break ties: searching on at it could re-pair atoms
-            self._set_current(state)
-            self.best, self.best_value = self.state.copy(), self.current_value
             self.phase = "done"
 
     # -- moves --------------------------------------------------------------------------------
