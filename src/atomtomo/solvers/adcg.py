@@ -26,6 +26,7 @@ import numpy as np
 
 from ..forward import grid_points
 from ..potentials import POTENTIALS
+from .grid import PixelGrid
 from .objective import AtomObjective, AtomState
 from .options import (boolean, choice, non_negative_float, non_negative_int, parse_options,
                       positive_float, positive_int)
@@ -48,14 +49,7 @@ def candidate_axes(problem: Problem, spacing: float | None = None, max_points: i
             spacing = min(spacing, problem.bond_length / 4)
     if max_points is None:
         max_points = 40_000 if d == 2 else 250_000
-    extent = box[:, 1] - box[:, 0]
-    spacing = max(float(spacing), float(np.prod(extent) / max_points) ** (1 / d))
-    axes = []
-    for lo, hi in box:
-        n = max(1, int(np.round((hi - lo) / spacing)))
-        h = (hi - lo) / n
-        axes.append(lo + h * (np.arange(n) + 0.5))
-    return axes
+    return PixelGrid.with_spacing(box, spacing, max_points).axes
 
 
 class Candidates:
