@@ -16,6 +16,7 @@ for simulated data, the ground truth and the noise that was added.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -325,6 +326,23 @@ def write_tiltseries(ts: TiltSeries, path) -> None:
                 f.attrs["noise_std"] = float(ts.noise_std)
 
 
+@contextlib.contextmanager
+def _hdf5_for_reading(path: Path, what: str):
+    """Open HDF5 file ``path`` for reading; an error of h5py (raised while opening or in the
+    ``with`` body) becomes a one-line :class:`InputError` saying it cannot read ``what``."""
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(path):
+            raise InputError(f"{path} is not an HDF5 file")
+        with h5py.File(path, "r") as f:
+            yield f
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{path}: cannot read {what}: {first_line(exc)}") from None
+
+
 def read_tiltseries(path) -> TiltSeries:
     """Read and check a tilt-series file (spec section 3).
 
@@ -339,23 +357,13 @@ def read_tiltseries(path) -> TiltSeries:
         HDF5, not a tilt series, unsupported version, any missing or invalid field, or a read
         error.
     """
-    import h5py
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"tilt-series file not found: {path}")
     if not path.is_file():
         raise InputError(f"{path} is not a file")
-    try:
-        if not h5py.is_hdf5(path):
-            raise InputError(f"{path} is not an HDF5 file")
-        with h5py.File(path, "r") as f:
-            return _read_open_file(f, str(path))
-    except InputError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        msg = first_line(exc)
-        raise InputError(f"{path}: cannot read tilt series: {msg}") from None
+    with _hdf5_for_reading(path, "tilt series") as f:
+        return _read_open_file(f, str(path))
 
 
 def _read_open_file(f, where: str) -> TiltSeries:
@@ -738,28 +746,18 @@ def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeri
     TiltSeries
         3D, single-axis, lengths in angstrom.
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"AET file not found: {path}")
-    try:
-        if not h5py.is_hdf5(path):
-            raise InputError(f"{path} is not an HDF5 file")
-        with h5py.File(path, "r") as f:
-            missing = [k for k in ("projections_rows_cols_angles", "euler_angles_deg_phi_theta_psi")
-                       if k not in f]
-            if missing:
-                raise InputError(f"{path} is not an AET tilt series: dataset {missing[0]!r} is "
-                                 "missing")
-            data = np.asarray(f["projections_rows_cols_angles"][()])
-            euler = np.asarray(f["euler_angles_deg_phi_theta_psi"][()], dtype=float)
-            pixel = f.attrs.get("pixel_size_angstrom")
-    except InputError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        msg = first_line(exc)
-        raise InputError(f"{path}: cannot read AET tilt series: {msg}") from None
+    with _hdf5_for_reading(path, "AET tilt series") as f:
+        missing = [k for k in ("projections_rows_cols_angles", "euler_angles_deg_phi_theta_psi")
+                   if k not in f]
+        if missing:
+            raise InputError(f"{path} is not an AET tilt series: dataset {missing[0]!r} is "
+                             "missing")
+        data = np.asarray(f["projections_rows_cols_angles"][()])
+        euler = np.asarray(f["euler_angles_deg_phi_theta_psi"][()], dtype=float)
+        pixel = f.attrs.get("pixel_size_angstrom")
     where = str(path)
     if data.ndim != 3:
         raise InputError(f"{where}: projections_rows_cols_angles must be 3D, got {data.shape}")
