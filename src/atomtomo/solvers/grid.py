@@ -58,6 +58,7 @@ Without clipping the result is linear in ``y``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -180,7 +181,7 @@ class GridOperator(LinearOperator):
             return np.asarray(self.matrix @ W)
         if self._separable is not None:
             return np.stack([self._project_separable(W[:, j]) for j in range(W.shape[1])], 1)
-        pts = self.grid.points
+        pts = self._points
         return np.stack([self.model.project(pts, W[:, j]).ravel() for j in range(W.shape[1])], 1)
 
     def _rmatmat(self, R):
@@ -191,9 +192,14 @@ class GridOperator(LinearOperator):
         if self._separable is not None:
             return np.stack([self._backproject_separable(R[:, j].reshape(shape))
                              for j in range(R.shape[1])], 1)
-        pts = self.grid.points
+        pts = self._points
         return np.stack([self.model.correlate(R[:, j].reshape(shape), pts)
                          for j in range(R.shape[1])], 1)
+
+    @cached_property
+    def _points(self):
+        # general 3D frames: products go point by point through the model; build the grid once
+        return self.grid.points
 
     def _adjoint(self):
         return LinearOperator(shape=(self.shape[1], self.shape[0]), dtype=self.dtype,
