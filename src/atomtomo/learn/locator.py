@@ -440,30 +440,28 @@ def f1_against_angles(angle_counts=SHIPPED_ANGLE_COUNTS, n_samples=5, seed=0,
                 opts.setdefault("announce", False)
                 if models and n in models:
                     opts.setdefault("model", str(models[n]))
-            scores = []
+            per_case = []
             for k, (problem, truth) in enumerate(cases):  # per test case
                 t0 = time.time()
                 rec = reconstruct(problem, method, seed=int(seed) + k, **opts)
                 runtime = time.time() - t0
                 tol = float(tolerance) * float(truth.info["spacing"])
                 f1, precision, recall = f1_score(rec.configuration.positions, truth.positions, tol)
-                scores.append((f1, precision, recall, rec.configuration.n_atoms, truth.n_atoms,
-                               runtime))
+                per_case.append({"method": method, "n_angles": n, "sample": k, "f1": f1,
+                                 "precision": precision, "recall": recall,
+                                 "n_found": rec.configuration.n_atoms, "n_true": truth.n_atoms,
+                                 "runtime_s": runtime})
                 if progress is not None:
-                    progress({"method": method, "n_angles": n, "sample": k, "f1": f1,
-                              "precision": precision, "recall": recall,
-                              "n_found": rec.configuration.n_atoms, "n_true": truth.n_atoms,
-                              "runtime_s": runtime})
-            s = np.array(scores, dtype=float)
+                    progress(per_case[-1])
+            f1s = np.array([c["f1"] for c in per_case], dtype=float)
             shown = {k: v for k, v in opts.items() if k != "announce"}
             rows.append({
-                "method": method, "n_angles": n, "n_samples": len(s),
-                "f1_mean": float(s[:, 0].mean()), "f1_std": float(s[:, 0].std()),
-                "precision_mean": float(s[:, 1].mean()), "recall_mean": float(s[:, 2].mean()),
-                "n_found_mean": float(s[:, 3].mean()), "n_true_mean": float(s[:, 4].mean()),
-                "runtime_s_mean": float(s[:, 5].mean()),
+                "method": method, "n_angles": n, "n_samples": len(per_case),
+                "f1_mean": float(f1s.mean()), "f1_std": float(f1s.std()),
+                **{f"{key}_mean": float(np.mean([float(c[key]) for c in per_case]))
+                   for key in ("precision", "recall", "n_found", "n_true", "runtime_s")},
                 "options": json.dumps(shown, sort_keys=True, default=str),
                 "tolerance_spacings": float(tolerance),
-                "f1": s[:, 0].tolist(),
+                "f1": f1s.tolist(),
             })
     return rows
