@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from atomtomo import ForwardModel, Geometry
+from atomtomo import Geometry
 from atomtomo.metrics import match_atoms
 from atomtomo.phantoms import build_phantom, zone_axis_angles
 from atomtomo.potentials import make_potential
