@@ -25,9 +25,8 @@ import numpy as np
 from atomtomo import Geometry
 from atomtomo.metrics import match_atoms
 from atomtomo.phantoms import build_phantom, zone_axis_angles
-from atomtomo.potentials import make_potential
 from atomtomo.solvers import reconstruct
-from atomtomo.solvers.objective import AtomObjective
+from atomtomo.solvers.objective import search_quality
 from atomtomo.solvers.problem import Problem
 from atomtomo.tiltseries import simulate_tiltseries
 
@@ -73,9 +72,7 @@ def run_case(label, phantom, params, kind, n_angles, noise, alpha, seed=0, hops=
     rec = reconstruct(problem, "adcg", alpha=alpha, seed=seed, **options)
     seconds = time.perf_counter() - t0
     m = match_atoms(rec.configuration, truth, 0.1 * spacing).as_dict()
-    objective = AtomObjective(problem, make_potential("lj", spacing, 2), rec.info["alpha"])
-    relaxed_truth = objective.relax(objective.state_from(truth), max_iterations=1000)
-    quality = (rec.info["objective"] - objective.value(relaxed_truth)) / objective.atom_energy
+    quality = search_quality(problem, rec.configuration, truth, rec.info["alpha"])
     return {
         "case": label, "kind": kind, "angles": n_angles, "angles_deg": [round(a, 2) for a in deg],
         "noise": noise, "alpha": str(alpha), "alpha_used": rec.info["alpha"],

@@ -140,18 +140,13 @@ def run_case(case: dict, h5: Path, alpha: str, extra: list[str]) -> dict:
 
 
 def search_quality(h5: Path, found, truth) -> float:
-    """``(F(found) - F(relaxed truth)) / E_1`` at the alpha the run used (see bench_adcg)."""
-    from atomtomo.potentials import make_potential
-    from atomtomo.solvers.objective import AtomObjective
+    """:func:`atomtomo.solvers.objective.search_quality` at the alpha the run used."""
+    from atomtomo.solvers.objective import search_quality as quality
     from atomtomo.solvers.problem import Problem
     from atomtomo.tiltseries import read_tiltseries
 
     problem = Problem.from_tiltseries(read_tiltseries(h5))
-    alpha = float(found.info.get("alpha", 0.0))
-    objective = AtomObjective(problem, make_potential("lj", problem.bond_length, 2), alpha)
-    relaxed = objective.relax(objective.state_from(truth), max_iterations=1000)
-    return (objective.value(objective.state_from(found)) - objective.value(relaxed)) \
-        / objective.atom_energy
+    return quality(problem, found, truth, float(found.info.get("alpha", 0.0)))
 
 
 def summary(rows) -> str:

@@ -119,6 +119,20 @@ def test_two_angles_prior_resolves_repairing():
     assert np.sum(d[i, j] < 0.1 * a) == len(truth)
 
 
+def test_search_quality():
+    """Zero for the truth itself (up to its relaxation), about one atom's energy for a missing
+    atom, below zero for a configuration that fits better than the truth."""
+    from atomtomo import Configuration
+    from atomtomo.solvers.objective import search_quality
+
+    problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
+    truth = Configuration(SMALL)
+    assert 0 <= search_quality(problem, truth, truth, alpha=0.01) < 0.05
+    assert search_quality(problem, truth.subset(np.arange(6) != 2), truth, alpha=0.0) > 0.5
+    rec = reconstruct(problem, "adcg", alpha=0.0, seed=0, hops=5, sweeps=0)
+    assert search_quality(problem, rec.configuration, truth, alpha=0.0) <= 1e-6
+
+
 def test_auto_alpha_is_recorded():
     problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
     rec = reconstruct(problem, "adcg", alpha="auto", seed=0, hops=5, sweeps=0)

@@ -298,3 +298,21 @@ class AtomObjective:
                 state = state.copy()
                 state.species[i] = k
         return state, removed
+
+
+def search_quality(problem: Problem, found: Configuration, truth: Configuration, alpha: float,
+                   potential: str = "lj") -> float:
+    """How far a search stopped above the true configuration, in units of one atom's data energy.
+
+    ``(F(found) - F(relaxed truth)) / E_1``, with ``F`` the objective at ``alpha`` with
+    ``potential`` and the truth relaxed by the same local optimiser. At or below 0 the search
+    found a configuration at least as good as the truth by the objective it minimises (a wrong
+    answer there is the objective's fault, not the search's).
+    """
+    from ..potentials import make_potential
+
+    objective = AtomObjective(problem, make_potential(potential, problem.bond_length,
+                                                      problem.ndim), alpha)
+    relaxed = objective.relax(objective.state_from(truth), max_iterations=1000)
+    return (objective.value(objective.state_from(found)) - objective.value(relaxed)) \
+        / objective.atom_energy
