@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from atomtomo import Geometry
-from atomtomo.metrics import match_atoms
+from atomtomo.metrics import TOLERANCE_BONDS, match_atoms
 from atomtomo.phantoms import build_phantom, zone_axis_angles
 from atomtomo.solvers import reconstruct
 from atomtomo.solvers.objective import search_quality
@@ -71,7 +71,7 @@ def run_case(label, phantom, params, kind, n_angles, noise, alpha, seed=0, hops=
     t0 = time.perf_counter()
     rec = reconstruct(problem, "adcg", alpha=alpha, seed=seed, **options)
     seconds = time.perf_counter() - t0
-    m = match_atoms(rec.configuration, truth, 0.1 * spacing).as_dict()
+    m = match_atoms(rec.configuration, truth, TOLERANCE_BONDS * spacing).as_dict()
     quality = search_quality(problem, rec.configuration, truth, rec.info["alpha"])
     return {
         "case": label, "kind": kind, "angles": n_angles, "angles_deg": [round(a, 2) for a in deg],
@@ -111,7 +111,7 @@ def scaling(sizes=((5, "cuboctahedron"), (8, "cuboctahedron")), hops=None):
         options = {} if hops is None else {"hops": hops}
         rec = reconstruct(problem, "adcg", alpha=0.0, seed=0, **options)
         seconds = time.perf_counter() - t0
-        m = match_atoms(rec.configuration, truth, 0.1 * truth.info["bond_length"]).as_dict()
+        m = match_atoms(rec.configuration, truth, TOLERANCE_BONDS * truth.info["bond_length"]).as_dict()
         rows.append({"atoms": truth.n_atoms, "seconds": seconds, "f1": m["f1"],
                      "found": m["n_found"], "iterations": rec.info["iterations"]})
         print(rows[-1], flush=True)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from atomtomo.geometry import Geometry
-from atomtomo.metrics import match_atoms
+from atomtomo.metrics import TOLERANCE_BONDS, match_atoms
 from atomtomo.phantoms import random_defect_lattice, zone_axis_angles
 from atomtomo.tiltseries import simulate_tiltseries, write_tiltseries
 
@@ -130,7 +130,7 @@ def run_case(case: dict, h5: Path, alpha: str, extra: list[str]) -> dict:
     from atomtomo.configuration import read_xyz
 
     found = read_xyz(out, ndim=2)
-    m = match_atoms(found, case["truth"], 0.1 * case["bond"])
+    m = match_atoms(found, case["truth"], TOLERANCE_BONDS * case["bond"])
     row.update(f1=round(m.f1, 4), n_found=m.n_found,
                mean_distance_over_a=(None if m.n_matched == 0
                                      else round(m.mean_distance / case["bond"], 4)),

@@ -37,9 +37,6 @@ from .errors import InputError
 #: The 8-byte signature every HDF5 file starts with (at offset 0 for files written by h5py).
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
-#: Default matching tolerance, as a fraction of the bond length.
-TOLERANCE_FRACTION = 0.1
-
 #: simulate's default atom width and pixel size, as fractions of the phantom's bond length.
 SIGMA_FRACTION = 1 / 8
 PIXEL_FRACTION = 1 / 10
@@ -941,6 +938,7 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
     Adds ``tolerance``, ``tolerance_source`` and ``bond_length``.
     """
     from .configuration import read_xyz
+    from .metrics import TOLERANCE_BONDS, match_atoms
     from .potentials import bond_length_estimate
 
     truth, bond, source = load_truth(truth_path)
@@ -952,11 +950,10 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
         if bond is None:
             raise InputError("cannot derive a tolerance (no bond length, fewer than 2 true atoms): "
                              "pass --tolerance")
-        tolerance = TOLERANCE_FRACTION * bond
-        tolerance_source = f"{TOLERANCE_FRACTION:g} x bond length {bond:.6g} from {source}"
+        tolerance = TOLERANCE_BONDS * bond
+        tolerance_source = f"{TOLERANCE_BONDS:g} x bond length {bond:.6g} from {source}"
     else:
         tolerance_source = "--tolerance"
-    from .metrics import match_atoms
 
     result = match_atoms(found, truth, tolerance)
     metrics = _jsonable(result.as_dict())
@@ -1031,10 +1028,11 @@ def plot(source, truth, tilt, tolerance, title, output, quiet):
         ndim = truth_cfg.ndim
     found = read_xyz(source, ndim=ndim)
     if truth_cfg is not None and tolerance is None:
+        from .metrics import TOLERANCE_BONDS
         from .potentials import bond_length_estimate
 
         bond = bond or bond_length_estimate(truth_cfg.positions)
-        tolerance = None if bond is None else TOLERANCE_FRACTION * bond
+        tolerance = None if bond is None else TOLERANCE_BONDS * bond
     if box is None and found.info.get("box") is not None:
         box = np.asarray(found.info["box"], float) if not isinstance(found.info["box"], str) else \
             np.asarray(json.loads(found.info["box"]), float)

@@ -72,7 +72,7 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     """
     from .configuration import write_xyz
     from .geometry import Geometry
-    from .metrics import match_atoms
+    from .metrics import TOLERANCE_BONDS, match_atoms
     from .phantoms import build_phantom
     from .solvers import reconstruct
     from .solvers.problem import Problem
@@ -122,7 +122,7 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     write_xyz(recon.configuration, files["reconstruction"],
               **{k: v for k, v in recon.info.items() if v is not None})
 
-    tolerance = 0.1 * bond
+    tolerance = TOLERANCE_BONDS * bond
     metrics = {k: _plain(v) for k, v in match_atoms(recon.configuration, truth, tolerance)
                .as_dict().items()}
     metrics["tolerance"] = tolerance

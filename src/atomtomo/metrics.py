@@ -27,6 +27,10 @@ from ._checks import positive_number
 from .configuration import Configuration
 from .errors import InputError
 
+#: The field's usual matching tolerance, in bond lengths: a found atom counts when it lies
+#: within 0.1 x the bond length of its true partner (used by every default score).
+TOLERANCE_BONDS = 0.1
+
 
 @dataclass
 class MatchResult:

@@ -235,7 +235,7 @@ class _Drawn:
 
 def _prepare(found, truth, box, tolerance, view):
     """Positions, box, bond length, tolerance and matching of one reconstruction."""
-    from .metrics import match_atoms
+    from .metrics import TOLERANCE_BONDS, match_atoms
 
     t_pos = None if truth is None else _positions(truth, "truth")
     f_pos = _positions(found, "found", ndim=None if t_pos is None else t_pos.shape[1])
@@ -255,7 +255,7 @@ def _prepare(found, truth, box, tolerance, view):
     match = None
     if t_pos is not None:
         if tolerance is None:
-            tolerance = 0.1 * bond
+            tolerance = TOLERANCE_BONDS * bond
         tolerance = _positive(tolerance, "tolerance")
         match = match_atoms(f_pos, t_pos, tolerance)
     return f_pos, t_pos, ndim, box, bond, tolerance, match
@@ -1081,7 +1081,7 @@ def animate_run(frames, path, truth=None, box=None, fps=10, *, tolerance=None, v
     frame, with flicker). 200 frames take a few seconds. Read the result with
     ``imageio.v3.imread(path, index=None)``.
     """
-    from .metrics import match_atoms
+    from .metrics import TOLERANCE_BONDS, match_atoms
 
     path = Path(path)
     if path.suffix.lower() != ".gif":
@@ -1108,7 +1108,7 @@ def animate_run(frames, path, truth=None, box=None, fps=10, *, tolerance=None, v
     last = all_pos[-1]
     bond = _bond_length(last, truth, t_pos, box)
     if t_pos is not None:
-        tolerance = 0.1 * bond if tolerance is None else _positive(tolerance, "tolerance")
+        tolerance = TOLERANCE_BONDS * bond if tolerance is None else _positive(tolerance, "tolerance")
     i, j = VIEWS[view]
     diameter = DISC_BONDS * bond
     box2 = None if box is None else box[[i, j]]

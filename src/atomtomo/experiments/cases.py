@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import TOLERANCE_BONDS
 
 DETECTOR = 96
 PIXEL_SIZE = 1 / 64
 SIGMA = 0.02
-#: Matching tolerance for F1, as a fraction of the bond length.
-TOLERANCE_BONDS = 0.1
 #: Looser matching for the position error (so it measures displacement, not detection).
 POSITION_MATCH_BONDS = 0.5
 #: Subdirectory of the output directory with one reconstruction (.xyz) per task.

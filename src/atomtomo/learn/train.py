@@ -21,13 +21,13 @@ import numpy as np
 
 from .._io import atomic_path, write_text
 from ..errors import InputError
+from ..metrics import TOLERANCE_BONDS
 from . import require_torch
 from .data import MAX_ATOMS, SampleGenerator, SamplePool, acquisition
 
 #: Format tag of model files.
 MODEL_FORMAT = "atomtomo-locator"
 #: Matching tolerance of the validation F1, in lattice spacings.
-F1_TOLERANCE = 0.1
 #: Merge distance of the candidates, in bond lengths.
 MERGE_FRACTION = 0.5
 #: Thresholds tried when tuning the detection threshold.
@@ -62,7 +62,7 @@ def predict_candidates(net, images, batch_size=64):
 
 def score_candidates(positions, weights, samples, threshold, merge_fraction=MERGE_FRACTION):
     """Mean F1, precision and recall of merged candidates against the samples' true atoms
-    (tolerance :data:`F1_TOLERANCE` spacings, merge distance ``merge_fraction`` spacings)."""
+    (tolerance :data:`TOLERANCE_BONDS` spacings, merge distance ``merge_fraction`` spacings)."""
     from .locator import f1_score, merge_candidates
 
     scores = []
@@ -70,7 +70,7 @@ def score_candidates(positions, weights, samples, threshold, merge_fraction=MERG
         spacing = float(samples["spacing"][i])
         found, _ = merge_candidates(positions[i], weights[i], threshold, merge_fraction * spacing)
         truth = samples["positions"][i][samples["mask"][i]]
-        scores.append(f1_score(found, truth, F1_TOLERANCE * spacing))
+        scores.append(f1_score(found, truth, TOLERANCE_BONDS * spacing))
     scores = np.array(scores)
     return dict(zip(("f1", "precision", "recall"), scores.mean(axis=0).tolist()))
 
@@ -249,7 +249,7 @@ def train_locator(angles, steps, out_path, *, seed=0, noise=0.01, batch_size=16,
         "batch_size": int(batch_size),
         "lr": float(lr),
         "validation": report,
-        "validation_tolerance_spacings": F1_TOLERANCE,
+        "validation_tolerance_spacings": TOLERANCE_BONDS,
         "training_time_s": round(train_time, 1),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "torch_version": str(torch.__version__),
