@@ -376,6 +376,17 @@ def test_reconstruct_adcg_history_and_xyz(tmp_path, xyz2d):
     assert m["n_true"] == len(ATOMS_2D) and m["f1"] > 0.7
 
 
+def test_reconstruct_two_angles_alpha0_says_it_is_ambiguous(tmp_path, xyz2d):
+    needs("atomtomo.solvers.adcg", "reconstruct_adcg")
+    tilt = tmp_path / "t2.h5"
+    run("project", xyz2d, "--angles", "0,90", "--detector", 48, "--pixel-size", 1 / 40,
+        "--sigma", 0.025, "--bond-length", 0.2, "-o", tilt)
+    fast = ["--option", "hops=2", "--option", "sweeps=0", "-o", tmp_path / "r.xyz"]
+    assert "re-pairing" in run("reconstruct", tilt, *fast).stderr
+    assert "re-pairing" not in run("reconstruct", tilt, "--alpha", "0.01", *fast).stderr
+    assert run("reconstruct", tilt, "-q", *fast).stderr == ""
+
+
 def test_reconstruct_animate(tmp_path, xyz2d):
     needs("atomtomo.solvers.adcg", "reconstruct_adcg")
     needs("atomtomo.plotting", "animate_run")

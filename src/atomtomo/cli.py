@@ -868,6 +868,11 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
     if "checkpoint" in kwargs:
         kwargs["checkpoint"] = str(kwargs["checkpoint"])
 
+    if not quiet and method == "adcg" and alpha == 0 and problem.geometry.n_angles == 2:
+        # The measured ambiguity (docs/solver.md): say it before the user trusts the result.
+        click.echo(f"{_prefix()}: note: with 2 angles and --alpha 0 every re-pairing of the "
+                   "projected coordinates fits the data equally well; --alpha auto lets the "
+                   "energy term choose", err=True)
     live = not quiet and sys.stderr.isatty()
     header = (f"{_prefix()}: {method} on {tiltseries} ({problem.ndim}D, "
               f"{problem.geometry.n_angles} angles, alpha={alpha})")
