@@ -1108,7 +1108,8 @@ def animate_run(frames, path, truth=None, box=None, fps=10, *, tolerance=None, v
     last = all_pos[-1]
     bond = _bond_length(last, truth, t_pos, box)
     if t_pos is not None:
-        tolerance = TOLERANCE_BONDS * bond if tolerance is None else _positive(tolerance, "tolerance")
+        tolerance = (TOLERANCE_BONDS * bond if tolerance is None
+                     else _positive(tolerance, "tolerance"))
     i, j = VIEWS[view]
     diameter = DISC_BONDS * bond
     box2 = None if box is None else box[[i, j]]

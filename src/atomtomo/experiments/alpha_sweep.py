@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import TOLERANCE_BONDS
 from . import cases, tables
 from .cases import ADCG_FULL, ADCG_QUICK
 
@@ -144,7 +145,7 @@ def figures(out_dir, rows, log) -> list:
         title = (f"alpha = {tables.fmt_number(r['alpha'])}" if r["alpha"] != "auto" else
                  f"auto: alpha = {tables.fmt_number(r.get('alpha_used'))}")
         panels.append({"found": found, "truth": truth, "box": truth.info["box"], "title": title,
-                       "tolerance": cases.TOLERANCE_BONDS * truth.info["bond_length"]})
+                       "tolerance": TOLERANCE_BONDS * truth.info["bond_length"]})
     if panels:
         fig = plot_panels(panels, ncols=min(3, len(panels)),
                           suptitle=f"ADCG reconstructions at several alphas (seed {seed})")

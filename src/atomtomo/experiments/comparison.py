@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import TOLERANCE_BONDS
 from . import cases, tables
 from .cases import ADCG_FULL, ADCG_QUICK
 
@@ -140,7 +141,7 @@ def figures(out_dir, rows, log) -> list:
                 found = cases.load_configuration(out_dir, match[0]["id"]) if match else None
                 panels.append(None if found is None else {
                     "found": found, "truth": truth, "box": truth.info["box"],
-                    "tolerance": cases.TOLERANCE_BONDS * truth.info["bond_length"]})
+                    "tolerance": TOLERANCE_BONDS * truth.info["bond_length"]})
         if not any(panels):
             continue
         fig = plot_panels(panels, ncols=len(methods), row_labels=DEFECTS, col_labels=methods,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import TOLERANCE_BONDS
 from . import cases, tables
 
 DESCRIPTION = "local optimisation from poor starts with alpha = 0 and alpha > 0"
@@ -172,7 +173,7 @@ def figures(out_dir, rows, log) -> list:
         if groups:
             fig = plot_distributions(groups, ylabel="position error / bond length",
                                      title=f"Position error after local optimisation, {n} angles",
-                                     threshold=cases.TOLERANCE_BONDS,
+                                     threshold=TOLERANCE_BONDS,
                                      threshold_label="F1 tolerance (0.1 bond)")
             files.append(save_figure(fig, out_dir / f"initialisation-errors-{n}angles.png"))
     # Success rates: grouped bars, one group per start, one bar per alpha (and angle count).

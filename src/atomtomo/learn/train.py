@@ -27,7 +27,6 @@ from .data import MAX_ATOMS, SampleGenerator, SamplePool, acquisition
 
 #: Format tag of model files.
 MODEL_FORMAT = "atomtomo-locator"
-#: Matching tolerance of the validation F1, in lattice spacings.
 #: Merge distance of the candidates, in bond lengths.
 MERGE_FRACTION = 0.5
 #: Thresholds tried when tuning the detection threshold.

@@ -38,12 +38,11 @@ from scipy.spatial import ConvexHull, Delaunay, cKDTree
 
 from ..configuration import DEFAULT_SPECIES, Configuration
 from ..errors import InputError
-from .._checks import positive_number
+from .._checks import finite_number, positive_number
 from .lattices2d import (
     DEFAULT_MARGIN,
     LATTICES,
     UNIT_BOX,
-    _finite,
     _lattice_kind,
     as_rng,
     inside_box,
@@ -429,7 +428,7 @@ def divacancy_lattice(
     """
     kind = _lattice_kind(lattice)
     a = positive_number(spacing, "spacing")
-    cfg = _filled(kind, a, _finite("rotation", rotation))
+    cfg = _filled(kind, a, finite_number(rotation, "rotation"))
     a1 = lattice_vectors(kind, a, rotation)[0]
     cfg = add_divacancy(cfg, np.zeros(2), a1, relax=relax)
     return _cropped(cfg, "divacancy", margin)
@@ -461,8 +460,8 @@ def substitution_lattice(
         Seed of the choice of atoms when ``n > 1``.
     """
     kind = _lattice_kind(lattice)
-    cfg = _cropped(_filled(kind, positive_number(spacing, "spacing"), _finite("rotation", rotation)),
-                   "substitution", margin)
+    a, rotation = positive_number(spacing, "spacing"), finite_number(rotation, "rotation")
+    cfg = _cropped(_filled(kind, a, rotation), "substitution", margin)
     n = int(n)
     if not 1 <= n <= cfg.n_atoms:
         raise InputError(f"n must be between 1 and {cfg.n_atoms}, got {n}")
@@ -498,7 +497,7 @@ def edge_dislocation_lattice(
     a = positive_number(spacing, "spacing")
     if int(burgers) != burgers or burgers == 0:
         raise InputError(f"burgers must be a non-zero integer number of spacings, got {burgers}")
-    rotation = _finite("rotation", rotation)
+    rotation = finite_number(rotation, "rotation")
     # Shift the lattice so that the core (between two rows) is at the centre of the box.
     core, b = dislocation_core(kind, a, rotation)
     perfect = _filled(kind, a, rotation, origin=-core, pad=4.0)
@@ -554,7 +553,7 @@ def grain_boundary(
     """
     kind = _lattice_kind(lattice)
     a = positive_number(spacing, "spacing")
-    theta, rotation = _finite("theta", theta), _finite("rotation", rotation)
+    theta, rotation = finite_number(theta, "theta"), finite_number(rotation, "rotation")
     n = np.array([np.cos(normal_angle), np.sin(normal_angle)])
     g1 = _filled(kind, a, rotation - theta / 2).positions
     g2 = _filled(kind, a, rotation + theta / 2).positions

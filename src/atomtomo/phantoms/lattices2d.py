@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import positive_number
+from .._checks import finite_number, positive_number
 from ..configuration import DEFAULT_SPECIES, Configuration
 from ..errors import InputError
 
@@ -28,13 +28,6 @@ LATTICES = ("square", "hexagonal")
 
 
 # -- checks ------------------------------------------------------------------------------------
-def _finite(name, value) -> float:
-    value = float(value)
-    if not np.isfinite(value):
-        raise InputError(f"{name} must be a finite number, got {value}")
-    return value
-
-
 def _lattice_kind(lattice) -> str:
     kind = str(lattice).lower()
     if kind in ("hex", "triangular"):
@@ -134,7 +127,7 @@ def make_phantom(positions, name, spacing, *, species=None, species_weights=None
 # -- perfect lattices --------------------------------------------------------------------------
 def _lattice(kind, nx, ny, spacing, rotation, radius, margin, species):
     a = positive_number(spacing, "spacing")
-    rotation = _finite("rotation", rotation)
+    rotation = finite_number(rotation, "rotation")
     if radius is not None:
         pos = lattice_disc(kind, a, radius, rotation)
     elif nx is not None:
@@ -273,6 +266,6 @@ def zone_axis_angles(lattice: str = "square", rotation: float = 0.0, n: int = 3,
         base = [0.0, 90.0, 45.0]
     else:
         base = [30.0, 90.0, 150.0] if dense else [0.0, 60.0, 120.0]
-    angles = _finite("rotation", rotation) + np.deg2rad(base[:n])
+    angles = finite_number(rotation, "rotation") + np.deg2rad(base[:n])
     # (-pi/2, pi/2]: theta and theta + pi give mirror-image projections.
     return np.pi / 2 - np.mod(np.pi / 2 - angles, np.pi)

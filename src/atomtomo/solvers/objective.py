@@ -252,7 +252,8 @@ class AtomObjective:
         # anything the solver compares (its tolerance is 1e-4 E_1), and it saves most of the
         # iterations that the default tolerances spend on rounding noise.
         x0 = state.positions[mask].ravel()
-        pending = [fun(x0)]  # L-BFGS-B starts by evaluating x0: answer that call from here
+        start = fun(x0)
+        pending = [start]  # L-BFGS-B's first call is at x0: answer it with `start`
 
         def fun_start_cached(flat):
             if pending and np.array_equal(flat, x0):
@@ -260,7 +261,7 @@ class AtomObjective:
             pending.clear()
             return fun(flat)
 
-        f0 = pending[0][0]
+        f0 = start[0]
         ftol = 1e-9 * self.atom_energy / max(abs(f0), self.atom_energy, 1.0)
         gtol = 1e-7 * self.atom_energy / self.model.sigma
         with single_threaded_blas():
