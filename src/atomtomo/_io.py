@@ -1,11 +1,14 @@
-"""Atomic file output: a file under its final name is complete or absent."""
+"""Output: atomic files (a file under its final name is complete or absent), plain JSON values."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 from pathlib import Path
+
+import numpy as np
 
 
 def _create_temporary(directory: Path, path: Path) -> Path:
@@ -67,3 +70,23 @@ def output_directory(path) -> Path:
         raise InputError(f"output directory does not exist: {parent}")
     out.mkdir(exist_ok=True)
     return out
+
+
+def jsonable(value):
+    """Plain-JSON version of ``value``: numpy to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)  # paths and anything else

@@ -31,7 +31,7 @@ import click
 import numpy as np
 
 from . import __version__
-from ._io import atomic_path
+from ._io import atomic_path, jsonable
 from .errors import InputError
 
 #: The 8-byte signature every HDF5 file starts with (at offset 0 for files written by h5py).
@@ -384,28 +384,6 @@ def _read_tiltseries(path):
     if not np.all(np.isfinite(proj)):
         raise InputError(f"{path}: projections contain NaN or infinite values")
     return ts
-
-
-def _jsonable(value):
-    """Plain-JSON version of ``value``: numpy to Python, non-finite floats to None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 def _fmt(value) -> str:
@@ -779,7 +757,7 @@ class _Progress:
             light = {k: v for k, v in record.items()
                      if k not in ("positions", "species", "weights")
                      and not (isinstance(v, np.ndarray) and v.size > 16)}
-            self.history_file.write(json.dumps(_jsonable(light)) + "\n")
+            self.history_file.write(json.dumps(jsonable(light)) + "\n")
         if self.frames is not None:
             self.frames(record)
         if self.progress is not None:
@@ -886,7 +864,7 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
                       header=header)
         )
         recon = fn(problem, callback=tracker, **kwargs)
-        info = _jsonable(dict(recon.info))
+        info = jsonable(dict(recon.info))
         info.setdefault("method", method)
         info["source"] = Path(tiltseries).name
         if problem.length_unit:
@@ -961,7 +939,7 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
         tolerance_source = "--tolerance"
 
     result = match_atoms(found, truth, tolerance)
-    metrics = _jsonable(result.as_dict())
+    metrics = jsonable(result.as_dict())
     metrics["tolerance"] = float(tolerance)
     metrics["tolerance_source"] = tolerance_source
     metrics["bond_length"] = None if bond is None else float(bond)

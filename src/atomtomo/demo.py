@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ._io import output_directory, write_text
+from ._io import jsonable, output_directory, write_text
 from .errors import InputError
 
 #: The acquisition of the demo (the learned locator's default detector, so it can be compared).
@@ -123,8 +123,7 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
               **{k: v for k, v in recon.info.items() if v is not None})
 
     tolerance = TOLERANCE_BONDS * bond
-    metrics = {k: _plain(v) for k, v in match_atoms(recon.configuration, truth, tolerance)
-               .as_dict().items()}
+    metrics = jsonable(match_atoms(recon.configuration, truth, tolerance).as_dict())
     metrics["tolerance"] = tolerance
     write_text(files["metrics"], json.dumps(metrics, indent=2) + "\n")
     say(f"found {metrics['n_found']} atoms, F1 {metrics['f1']:.3f}")
@@ -139,14 +138,6 @@ def run_demo(out_dir="atomtomo-demo", *, quick: bool = False, seed: int = 0, cal
     say(f"wrote the figures and an animation of the run ({len(frames.frames)} frames)")
     return {"files": {k: str(v) for k, v in files.items()}, "metrics": metrics, "method": method,
             "info": dict(recon.info), "runtime_s": time.perf_counter() - t0}
-
-
-def _plain(v):
-    if isinstance(v, (np.floating, float)):
-        return float(v) if np.isfinite(v) else None
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    return v
 
 
 def _figures(found, truth, ts, tolerance, files, title):

@@ -16,6 +16,7 @@ import typing
 
 import numpy as np
 
+from .._io import jsonable
 from ..configuration import Configuration
 from ..errors import InputError
 from .defects import (
@@ -232,14 +233,6 @@ def build_phantom(name: str, params: dict | None = None, seed: int = 0) -> Confi
     return config
 
 
-def _jsonable(value):
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
 def list_phantoms() -> list[dict]:
     """One dict per phantom: ``name``, ``ndim``, ``description`` (first docstring line),
     ``params`` ({parameter: default}, None when required), ``types`` ({parameter: type}) and
@@ -254,7 +247,7 @@ def list_phantoms() -> list[dict]:
                 "ndim": ndim,
                 "description": doc.split("\n\n")[0].replace("\n", " ").strip(),
                 "params": {
-                    k: (None if d is inspect.Parameter.empty else _jsonable(d)) for k, (_, d) in sig.items()
+                    k: (None if d is inspect.Parameter.empty else jsonable(d)) for k, (_, d) in sig.items()
                 },
                 "types": {k: _type_name(h) for k, (h, _) in sig.items()},
                 "required": [k for k, (_, d) in sig.items() if d is inspect.Parameter.empty],
