@@ -27,7 +27,7 @@ import numpy as np
 from ..forward import grid_points
 from ..potentials import POTENTIALS
 from .grid import PixelGrid
-from .objective import AtomObjective, AtomState
+from .objective import AtomObjective, AtomState, near_mask
 from .options import (boolean, choice, non_negative_float, non_negative_int, parse_options,
                       positive_float, positive_int)
 from .problem import Problem, Reconstruction
@@ -127,15 +127,6 @@ def adcg_iteration(objective: AtomObjective, state: AtomState, candidates: Candi
 
 #: Above this many atoms the move step after an addition is local first (see adcg_iteration).
 LOCAL_MOVE_ABOVE = 150
-
-
-def near_mask(positions, centres, reach: float) -> np.ndarray:
-    """Mask of the ``positions`` within ``reach`` of any of the ``centres``."""
-    from scipy.spatial import cKDTree
-
-    if len(centres) == 0:
-        return np.zeros(len(positions), bool)
-    return cKDTree(centres).query_ball_point(positions, reach, return_length=True) > 0
 
 
 def _near(state: AtomState, first_new: int, reach: float):

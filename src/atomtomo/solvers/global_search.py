@@ -34,9 +34,8 @@ from scipy.spatial import cKDTree
 from .._io import atomic_path
 from ..errors import InputError
 from .grid import estimated_atom_count
-from .adcg import (LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, near_mask,
-                   smallest)
-from .objective import AtomObjective, AtomState
+from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
+from .objective import AtomObjective, AtomState, near_mask
 from .problem import Problem, Reconstruction
 
 MOVES = ("jump", "repair", "lattice", "shift")

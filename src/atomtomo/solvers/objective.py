@@ -52,6 +52,13 @@ def single_threaded_blas():
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
+def near_mask(positions, centres, reach: float) -> np.ndarray:
+    """Mask of the ``positions`` within ``reach`` of any of the ``centres``."""
+    if len(centres) == 0:
+        return np.zeros(len(positions), bool)
+    return cKDTree(centres).query_ball_point(positions, reach, return_length=True) > 0
+
+
 @dataclass
 class AtomState:
     """Atoms being optimised: positions ``(n, d)`` and species indices ``(n,)``."""
@@ -236,9 +243,8 @@ class AtomObjective:
             data = self.data - self.model.project(fixed_pos, self.species_weights[fixed_sp])
             if self.uses_energy:
                 reach = self._interaction_range()
-                near = cKDTree(state.positions[mask]).query_ball_point(fixed_pos, reach,
-                                                                       return_length=True)
-                context = (fixed_pos[near > 0], fixed_sp[near > 0])
+                near = near_mask(fixed_pos, state.positions[mask], reach)
+                context = (fixed_pos[near], fixed_sp[near])
         movable_species = species[mask]
 
         def fun(flat):
