@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import positive_number as _positive
+from ._checks import box_array, positive_number as _positive
 from ._io import atomic_path
 from .potentials import bond_length_estimate
 from .errors import InputError
@@ -133,15 +133,6 @@ def _positions(atoms, name, ndim=None) -> np.ndarray:
     if not np.all(np.isfinite(pos)):
         raise InputError(f"{name} positions contain NaN or infinite values")
     return pos
-
-
-def _box(box, ndim, name="box"):
-    if box is None:
-        return None
-    box = np.asarray(box, dtype=float)
-    if box.shape != (ndim, 2) or not np.all(np.isfinite(box)) or np.any(box[:, 1] <= box[:, 0]):
-        raise InputError(f"{name} must be {ndim} (lo, hi) pairs with lo < hi, got {box.tolist()}")
-    return box
 
 
 def _bond_length(found_pos, truth, truth_pos, box):
@@ -250,7 +241,7 @@ def _prepare(found, truth, box, tolerance, view):
             raise InputError(f"cannot compare {f_pos.shape[1]}D atoms with "
                              f"{t_pos.shape[1]}D true atoms")
     _check_view(view, ndim)
-    box = _box(box, ndim)
+    box = box_array(box, ndim)
     bond = _bond_length(f_pos, truth, t_pos, box)
     match = None
     if t_pos is not None:
@@ -1104,7 +1095,7 @@ def animate_run(frames, path, truth=None, box=None, fps=10, *, tolerance=None, v
     if t_pos is not None and len(t_pos) == 0:
         t_pos = np.zeros((0, ndim))
     _check_view(view, ndim)
-    box = _box(box, ndim)
+    box = box_array(box, ndim)
     last = all_pos[-1]
     bond = _bond_length(last, truth, t_pos, box)
     if t_pos is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import box_array, short_repr
 from ._io import atomic_path
 from .configuration import Configuration
 from .errors import InputError, first_line
@@ -94,7 +95,7 @@ def _scalar(value, name, where, *, positive=True, allow_zero=False) -> float:
     """A finite float (> 0, or >= 0 with ``allow_zero``); size-1 arrays are accepted."""
     arr = np.asarray(value)
     if arr.size != 1 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise InputError(f"{where}: {name} must be a number, got {_short(value)}")
+        raise InputError(f"{where}: {name} must be a number, got {short_repr(value)}")
     v = float(arr.reshape(()))
     if not math.isfinite(v):
         raise InputError(f"{where}: {name} must be finite, got {v}")
@@ -114,14 +115,7 @@ def _text(value, name, where) -> str:
     arr = np.asarray(value)
     if arr.size == 1 and arr.dtype.kind in "OSU":
         return _text(arr.reshape(()).item(), name, where)
-    raise InputError(f"{where}: {name} must be a string, got {_short(value)}")
-
-
-def _short(value) -> str:
-    if isinstance(value, np.generic):  # 3.0, not np.float64(3.0)
-        value = value.item()
-    text = repr(value).replace("\n", " ")
-    return text if len(text) <= 60 else text[:57] + "..."
+    raise InputError(f"{where}: {name} must be a string, got {short_repr(value)}")
 
 
 def _species_weights(value, where) -> dict | None:
@@ -136,7 +130,7 @@ def _species_weights(value, where) -> dict | None:
             raise InputError(f"{where}: species_weights is not valid JSON ({exc.msg})") from None
         if not isinstance(value, dict):
             raise InputError(f"{where}: species_weights must be a JSON object like "
-                             f'{{"Pt": 1.0}}, got {_short(text)}')
+                             f'{{"Pt": 1.0}}, got {short_repr(text)}')
     weights = {}
     for name, w in value.items():
         if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)):
@@ -146,23 +140,6 @@ def _species_weights(value, where) -> dict | None:
             raise InputError(f"{where}: species weight of {name!r} must be positive, got {w}")
         weights[str(name)] = w
     return weights or None
-
-
-def _box(value, ndim, where) -> np.ndarray | None:
-    if value is None:
-        return None
-    try:
-        box = np.array(value, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: box must be numbers, got {_short(value)}") from None
-    if box.shape != (ndim, 2):
-        raise InputError(f"{where}: box must have shape ({ndim}, 2) (lo, hi per axis), "
-                         f"got {box.shape}")
-    if not np.all(np.isfinite(box)):
-        raise InputError(f"{where}: box contains NaN or infinite values")
-    if np.any(box[:, 0] >= box[:, 1]):
-        raise InputError(f"{where}: box needs lo < hi on every axis, got {box.tolist()}")
-    return box
 
 
 def _projections(data, ndim, where) -> np.ndarray:
@@ -243,7 +220,7 @@ def _check_tiltseries(ts: TiltSeries, where: str) -> None:
     if ts.atom_sigma is not None:
         _scalar(ts.atom_sigma, "atom_sigma", where)
     _species_weights(ts.species_weights, where)
-    _box(ts.box, geo.ndim, where)
+    box_array(ts.box, geo.ndim, where)
     if ts.bond_length is not None:
         _scalar(ts.bond_length, "bond_length", where)
     if ts.noise_std is not None:
@@ -434,7 +411,7 @@ def _read_open_file(f, where: str) -> TiltSeries:
                  if "noise_std" in attrs else None)
     noise_model = _text(attrs["noise_model"], "noise_model", where) if "noise_model" in attrs else None
     weights = _species_weights(attrs.get("species_weights"), where)
-    box = _box(attrs.get("box"), ndim, where)
+    box = box_array(attrs.get("box"), ndim, where)
 
     truth = None
     gt = f.get("ground_truth")
@@ -552,7 +529,7 @@ def simulate_tiltseries(config: Configuration, geometry: Geometry, sigma, *, noi
         geometry=geometry,
         atom_sigma=model.sigma,
         species_weights=weights,
-        box=_box(box, geometry.ndim, "simulate_tiltseries"),
+        box=box_array(box, geometry.ndim, "simulate_tiltseries"),
         bond_length=bond_length,
         length_unit=str(length_unit or ""),
         noise_model="+".join(parts) if parts else "none",
@@ -598,7 +575,7 @@ def _imported(data, angles, pixel_size, ndim, where, *, atom_sigma, bond_length,
     try:
         angles = np.atleast_1d(np.asarray(angles, dtype=float))
     except (TypeError, ValueError):
-        raise InputError(f"angles must be numbers (radians), got {_short(angles)}") from None
+        raise InputError(f"angles must be numbers (radians), got {short_repr(angles)}") from None
     if angles.ndim != 1 or len(angles) == 0:
         raise InputError(f"angles must be a non-empty 1D list (radians), got shape {angles.shape}")
     if not np.all(np.isfinite(angles)):
@@ -611,7 +588,7 @@ def _imported(data, angles, pixel_size, ndim, where, *, atom_sigma, bond_length,
         geometry=geometry,
         atom_sigma=None if atom_sigma is None else _scalar(atom_sigma, "atom_sigma", where),
         species_weights=_species_weights(species_weights, where),
-        box=_box(box, ndim, where),
+        box=box_array(box, ndim, where),
         bond_length=None if bond_length is None else _scalar(bond_length, "bond_length", where),
         length_unit=str(length_unit or ""),
         attrs={"source_file": Path(where).name},
