@@ -309,6 +309,7 @@ def test_reconstruct_option_errors_are_one_line(inputs, tmp_path):
         pytest.skip("no ADCG yet")
     outdir = tmp_path / "out"
     for extra in (["--option", "nosuch=1"], ["--option", "potential=nope"],
+                  ["--option", "lattice_prior=-1"], ["--alpha", "0", "--option", "lattice_prior=3"],
                   ["--model", "{in}/m.pt"]):
         result, before = run_cli(expand(with_option(RECONSTRUCT, *extra), inputs, outdir), outdir)
         assert_one_line_error(result, "reconstruct", outdir, before)

@@ -168,6 +168,7 @@ _OPTIONS = {
     "tol": non_negative_float,
     "sweeps": non_negative_int,
     "lattice_start": boolean,
+    "lattice_prior": non_negative_float,
 }
 
 
@@ -200,7 +201,9 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         max_atoms, temperature (initial annealing and basin-hopping temperature, in atom data
         energies), sweeps (simulated-annealing sweeps over positions before basin hopping),
         lattice_start (2D: also start from lattices fitted to the data; default on when the
-        bond length is known),
+        bond length is known), lattice_prior (2D: weight ``beta``, in bonds, of a well at every
+        site of the lattice that fits the data best, added to the potential; default 0, off;
+        see :mod:`atomtomo.lattice_prior`),
         time_limit (seconds for the global search), tol.
     """
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)

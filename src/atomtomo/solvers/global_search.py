@@ -102,7 +102,7 @@ class SearchDriver:
                  max_iterations=None, checkpoint=None, resume=False, callback=None,
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
-                 lattice_start=None):
+                 lattice_start=None, lattice_prior=0.0):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -135,6 +135,9 @@ class SearchDriver:
 
         self.alpha = AUTO_SEARCH_ALPHA if self.auto_alpha else alpha
         self.objective = AtomObjective(problem, self.potential, self.alpha)
+        self.lattice = None
+        if lattice_prior:
+            self._add_lattice_prior(float(lattice_prior), needs_prior)
         self.atom_energy = self.objective.atom_energy
         self.n_expected = expected_atom_count(problem)
         self.max_atoms = int(max_atoms) if max_atoms else int(3 * self.n_expected + 20)
@@ -174,6 +177,25 @@ class SearchDriver:
         self.current_value = self.best_value
         if resume and self.checkpoint is not None and self.checkpoint.exists():
             self._load_checkpoint()
+
+    def _add_lattice_prior(self, beta, needs_prior):
+        """Fit a lattice to the data and add a well at each of its sites to the potential."""
+        from ..lattice_prior import LatticeWell, WithLatticeWell
+        from .lattice_seed import lattice_candidates
+
+        problem = self.problem
+        if problem.ndim != 2 or not problem.bond_length:
+            raise InputError("lattice_prior needs 2D data and the bond length")
+        if not needs_prior or self.potential.epsilon <= 0:
+            raise InputError("lattice_prior is part of the energy term: use it with --alpha > 0 "
+                             "or auto and a potential other than 'none'")
+        fits = [c for c in lattice_candidates(self.objective, problem.bond_length) if c["grains"] == 1]
+        best = min(fits, key=lambda c: c["misfit"])
+        well = LatticeWell(best["basis"], best["origin"], beta * self.potential.epsilon,
+                           0.15 * problem.bond_length)
+        self.potential = WithLatticeWell(self.potential, well)
+        self.objective = AtomObjective(problem, self.potential, self.alpha)
+        self.lattice = best["label"]
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> Reconstruction:
@@ -533,6 +555,7 @@ class SearchDriver:
             "hops": self.hop,
             "sweeps": self.sweep,
             "start": self.start,
+            **({"lattice_prior": self.lattice} if self.lattice else {}),
             "n_atoms": final.n,
             "atom_data_energy": self.atom_energy,
             "seed": self.seed,
@@ -558,6 +581,7 @@ class SearchDriver:
             "hop": self.hop,
             "sweep": self.sweep,
             "start": self.start,
+            **({"lattice_prior": self.lattice} if self.lattice else {}),
             "stall": self.stall,
             "alpha": self.objective.alpha,
             "best_value": self.best_value,

@@ -381,7 +381,8 @@ def lattice_candidates(objective: AtomObjective, spacing: float, per_kind: int =
         misfit, theta, offset = refine_lattice(objective, kind, spacing, theta, offset, misfit)
         fits.append((misfit, kind, theta, offset))
     out = [{"sites": lattice_sites(kind, spacing, theta, offset, box), "misfit": misfit,
-            "label": f"{kind} lattice at {np.degrees(theta):.2f} deg", "grains": 1}
+            "label": f"{kind} lattice at {np.degrees(theta):.2f} deg", "grains": 1,
+            "basis": _basis(kind, spacing, theta), "origin": box.mean(axis=1) + offset}
            for misfit, kind, theta, offset in fits]
     if objective.model.geometry.n_angles < 3:
         # Two projections leave so much freedom that a second lattice mostly fits ambiguity
