@@ -24,7 +24,7 @@ cell and continuous across cells (it is the same function of ``d`` on both sides
 boundary). The nearest site of a point is a corner of the lattice cell holding it (true for the
 square and the triangular lattice), so four candidates are checked, vectorised over atoms.
 
-``w`` defaults to 0.15 bond lengths: wide enough for the relaxation around point defects, narrow
+``w`` is :data:`WELL_WIDTH` = 0.15 bond lengths: wide enough for the relaxation around point defects, narrow
 enough that a site's pull ends before the next site (half a spacing away is ``3.3 w``).
 """
 
@@ -35,7 +35,12 @@ import numpy as np
 from .errors import InputError
 from .potentials import Potential
 
-__all__ = ["LatticeWell", "WithLatticeWell"]
+__all__ = ["LatticeWell", "WithLatticeWell", "WELL_WIDTH"]
+
+#: Width ``w`` of the well, in bond lengths (see the module docstring).
+WELL_WIDTH = 0.15
+
+_CELL_CORNERS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], float)
 
 
 class LatticeWell:
@@ -67,15 +72,10 @@ class LatticeWell:
         """``x - s(x)``: each point's vector from its nearest site, ``(m, 2)``."""
         x = np.asarray(points, float)
         corner = np.floor((x - self.origin) @ self.inverse.T)
-        best = None
-        for step in ((0, 0), (1, 0), (0, 1), (1, 1)):  # the four corners of the cell
-            d = x - ((corner + step) @ self.basis.T + self.origin)
-            if best is None:
-                best = d
-            else:
-                closer = np.einsum("ij,ij->i", d, d) < np.einsum("ij,ij->i", best, best)
-                best[closer] = d[closer]
-        return best
+        # the four corners of each point's cell, (m, 4, 2), and the nearest of them
+        d = x[:, None, :] - ((corner[:, None, :] + _CELL_CORNERS) @ self.basis.T + self.origin)
+        nearest = np.argmin(np.einsum("mkj,mkj->mk", d, d), axis=1)
+        return d[np.arange(len(x)), nearest]
 
     def atom_energies(self, points) -> np.ndarray:
         d = self.offsets(points)

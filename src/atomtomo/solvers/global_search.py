@@ -180,7 +180,7 @@ class SearchDriver:
 
     def _add_lattice_prior(self, beta, needs_prior):
         """Fit a lattice to the data and add a well at each of its sites to the potential."""
-        from ..lattice_prior import LatticeWell, WithLatticeWell
+        from ..lattice_prior import WELL_WIDTH, LatticeWell, WithLatticeWell
         from .lattice_seed import lattice_candidates
 
         problem = self.problem
@@ -192,7 +192,7 @@ class SearchDriver:
         fits = [c for c in lattice_candidates(self.objective, problem.bond_length) if c["grains"] == 1]
         best = min(fits, key=lambda c: c["misfit"])
         well = LatticeWell(best["basis"], best["origin"], beta * self.potential.epsilon,
-                           0.15 * problem.bond_length)
+                           WELL_WIDTH * problem.bond_length)
         self.potential = WithLatticeWell(self.potential, well)
         self.objective = AtomObjective(problem, self.potential, self.alpha)
         self.lattice = best["label"]
@@ -581,7 +581,6 @@ class SearchDriver:
             "hop": self.hop,
             "sweep": self.sweep,
             "start": self.start,
-            **({"lattice_prior": self.lattice} if self.lattice else {}),
             "stall": self.stall,
             "alpha": self.objective.alpha,
             "best_value": self.best_value,
