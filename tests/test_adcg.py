@@ -100,8 +100,26 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
     problem = make_problem(SMALL, [0, 90], bond=0.2)
     ckpt = tmp_path / "run.ckpt"
     reconstruct(problem, "adcg", alpha=0.0, seed=3, hops=2, checkpoint=ckpt)
-    with pytest.raises(InputError, match="another run"):
+    with pytest.raises(InputError, match="another run.*seed 3 -> 4"):
         reconstruct(problem, "adcg", alpha=0.0, seed=4, hops=2, checkpoint=ckpt, resume=True)
+
+
+@pytest.mark.parametrize("changed", [{"potential": "none"}, {"hops": 3}, {"sweeps": 1},
+                                     {"lattice_start": False}])
+def test_checkpoint_is_refused_under_other_method_options(tmp_path, changed):
+    """Resuming under another objective or search would continue the old run as if it were the
+    new one; the refusal names the setting that differs."""
+    problem = make_problem(SMALL, [0, 90], bond=0.2)
+    ckpt = tmp_path / "run.ckpt"
+    options = {"potential": "lj", "hops": 2, "sweeps": 2}
+    reconstruct(problem, "adcg", alpha=0.01, seed=3, checkpoint=ckpt, **options)
+    key = next(iter(changed))
+    with pytest.raises(InputError, match=f"another run \\({key} "):
+        reconstruct(problem, "adcg", alpha=0.01, seed=3, checkpoint=ckpt, resume=True,
+                    **{**options, **changed})
+    # a time limit is a resource guard, not part of the run: it may change on resume
+    reconstruct(problem, "adcg", alpha=0.01, seed=3, checkpoint=ckpt, resume=True, time_limit=60,
+                **options)
 
 
 def test_two_angles_prior_resolves_repairing():

@@ -407,6 +407,20 @@ def test_reconstruct_checkpoint_requires_supported_method(tmp_path, xyz2d):
     assert_bad_input(r, "reconstruct", out)
 
 
+def test_reconstruct_resume_under_other_options_is_refused(tmp_path, xyz2d):
+    needs("atomtomo.solvers.adcg", "reconstruct_adcg")
+    tilt = _small_tiltseries(tmp_path, xyz2d)
+    ckpt, first, out = tmp_path / "run.ckpt", tmp_path / "first.xyz", tmp_path / "r.xyz"
+    common = ("--checkpoint", ckpt, "--option", "hops=2", "--option", "sweeps=0", "--quiet")
+    run("reconstruct", tilt, *common, "-o", first)
+    r = run("reconstruct", tilt, *common, "--option", "potential=none", "--resume", "-o", out,
+            ok=False)
+    line = assert_bad_input(r, "reconstruct", out)
+    assert "belongs to another run (potential 'lj' -> 'none')" in line
+    run("reconstruct", tilt, *common, "--resume", "-o", out)
+    assert out.is_file()
+
+
 # -- evaluate ----------------------------------------------------------------------------------------
 EVAL_KEYS = {"n_true", "n_found", "n_matched", "precision", "recall", "f1", "mean_distance",
              "max_distance", "rmsd", "tolerance"}

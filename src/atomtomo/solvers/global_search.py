@@ -44,6 +44,14 @@ MOVES = ("jump", "repair", "lattice", "shift")
 REFINE_TEMPERATURE = 0.3
 
 
+def _digest(*arrays) -> str:
+    """A short hash of the arrays' values (checkpoints name the data and start they belong to)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
 def expected_atom_count(problem: Problem) -> float:
     """Atom count implied by the data's total mass (spec section 2's mass identity), at least 1."""
     return max(estimated_atom_count(problem), 1.0)
@@ -175,6 +183,18 @@ class SearchDriver:
         self.best = self.state.copy()
         self.best_value = self.objective.value(self.best)
         self.current_value = self.best_value
+        # What defines the run besides the data: a checkpoint is resumed only under the same
+        # settings (time_limit is a resource guard and may change between the two runs).
+        self.settings = {
+            "sigma": float(problem.sigma), "seed": self.seed,
+            "alpha": "auto" if self.auto_alpha else float(alpha), "potential": potential,
+            "lattice_prior": float(lattice_prior or 0.0), "hops": self.hops,
+            "patience": self.patience, "batch": self.batch, "grid_spacing": grid_spacing,
+            "max_atoms": self.max_atoms, "max_iterations": self.max_iterations,
+            "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
+            "lattice_start": self.lattice_start,
+            "initial": None if initial is None else _digest(self.state.positions, self.state.species),
+        }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
             self._load_checkpoint()
 
@@ -564,15 +584,14 @@ class SearchDriver:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _fingerprint(self):
-        h = hashlib.sha256(np.ascontiguousarray(self.problem.data).tobytes())
-        h.update(repr((self.problem.sigma, self.seed, self.alpha if not self.auto_alpha else "auto")).encode())
-        return h.hexdigest()[:16]
+        return _digest(self.problem.data)
 
     def _save_checkpoint(self, t0):
         if self.checkpoint is None:
             return
         meta = {
             "fingerprint": self._fingerprint(),
+            "settings": self.settings,
             "phase": self.phase,
             "stage": self.stage,
             "hops": self.hops,
@@ -608,10 +627,19 @@ class SearchDriver:
                 arrays = {k: z[k] for k in z.files if k != "meta"}
         except Exception as exc:
             raise InputError(f"cannot read checkpoint {self.checkpoint}: {exc}") from None
+        if "settings" not in meta:
+            raise InputError(f"checkpoint {self.checkpoint} was written by an older atomtomo; "
+                             "start without --resume")
         if meta.get("fingerprint") != self._fingerprint():
-            raise InputError(
-                f"checkpoint {self.checkpoint} belongs to another run (data, sigma, seed or alpha differ)"
-            )
+            raise InputError(f"checkpoint {self.checkpoint} belongs to another run (the data differ)")
+        saved = json.loads(json.dumps(meta.get("settings"), default=int))
+        now = json.loads(json.dumps(self.settings, default=int))
+        if saved != now:
+            differ = sorted(k for k in now if (saved or {}).get(k) != now[k]) if saved else ["settings"]
+            what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" if saved and k in saved else k
+                             for k in differ)
+            raise InputError(f"checkpoint {self.checkpoint} belongs to another run ({what}); "
+                             "resume with the same settings or start without --resume")
         self.phase = meta["phase"]
         self.stage = meta.get("stage", "search")
         self.hops = meta.get("hops", self.hops)
