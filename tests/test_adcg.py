@@ -105,7 +105,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("changed", [{"potential": "none"}, {"hops": 3}, {"sweeps": 1},
-                                     {"lattice_start": False}])
+                                     {"lattice_start": False}, {"pairing": False}])
 def test_checkpoint_is_refused_under_other_method_options(tmp_path, changed):
     """Resuming under another objective or search would continue the old run as if it were the
     new one; the refusal names the setting that differs."""
@@ -135,6 +135,26 @@ def test_two_angles_prior_resolves_repairing():
     i, j = linear_sum_assignment(d)
     assert len(rec.configuration) == len(truth)
     assert np.sum(d[i, j] < 0.1 * a) == len(truth)
+
+
+def test_pairing_move_runs_only_where_every_pairing_fits():
+    """The pairing move is drawn at two angles in 2D with a pair prior, and never when it is
+    switched off, at three angles or without the prior."""
+    a = 0.15
+    g = (np.arange(4) - 1.5) * a
+    truth = np.array([[x, y] for x in g for y in g])
+
+    def moves(angles, alpha, **options):
+        problem = make_problem(truth, angles, bond=a, sigma=a / 7, pixel=1 / 64, detector=(64,))
+        records = []
+        reconstruct(problem, "adcg", alpha=alpha, seed=0, hops=30, patience=30, sweeps=0,
+                    callback=records.append, **options)
+        return {r.get("move") for r in records if r["phase"] == "hop"}
+
+    assert "pairing" in moves([0, 90], 0.01)
+    assert "pairing" not in moves([0, 90], 0.01, pairing=False)
+    assert "pairing" not in moves([0, 90], 0.0)
+    assert "pairing" not in moves([0, 60, 120], 0.01)
 
 
 def test_search_quality():

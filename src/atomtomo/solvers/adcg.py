@@ -169,6 +169,7 @@ _OPTIONS = {
     "sweeps": non_negative_int,
     "lattice_start": boolean,
     "lattice_prior": non_negative_float,
+    "pairing": boolean,
 }
 
 
@@ -203,7 +204,9 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         lattice_start (2D: also start from lattices fitted to the data; default on when the
         bond length is known), lattice_prior (2D: weight ``beta``, in bonds, of a well at every
         site of the lattice that fits the data best, added to the potential; default 0, off;
-        see :mod:`atomtomo.lattice_prior`),
+        see :mod:`atomtomo.lattice_prior`), pairing (2D, two angles, pair potential: a
+        basin-hopping move that anneals the pairing of the two projections' coordinates under
+        the pair potential, see :mod:`.pair_annealing`; default on),
         time_limit (seconds for the global search), tol.
     """
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)

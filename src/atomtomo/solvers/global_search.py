@@ -12,6 +12,10 @@ optimiser cannot re-pair them. Each *hop* here perturbs the current configuratio
 * **lattice** — move a badly fitting atom to an empty site of the local lattice (sites that
   continue a neighbour chain or complete a parallelogram of neighbours);
 * **cluster shift** — displace a small group of neighbouring atoms together;
+* **pairing** (two angles in 2D, pair potential) — anneal the pairing of all the atoms'
+  coordinates of the two projections under the pair potential alone
+  (:mod:`~atomtomo.solvers.pair_annealing`): every pairing fits the data equally, so this
+  re-pairs whole chains of atoms at once, which single re-pairs reach only uphill;
 
 then polishes it with the same add/move/prune steps as ADCG, and accepts it by the Metropolis
 rule at a temperature (in units of one atom's data energy) that decreases geometrically, so the
@@ -33,12 +37,16 @@ from scipy.spatial import cKDTree
 
 from .._io import atomic_path
 from ..errors import InputError
+from ..potentials import PairPotential
 from .grid import estimated_atom_count
 from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
 from .objective import AtomObjective, AtomState, near_mask
 from .problem import Problem, Reconstruction
 
-MOVES = ("jump", "repair", "lattice", "shift")
+MOVES = ("jump", "repair", "lattice", "shift", "pairing")
+
+#: Weight of the pairing move (two angles in 2D, pair potential) among the hops' moves.
+PAIRING = 0.2
 
 #: Starting temperature of the refine stage of ``alpha="auto"``, relative to the first stage's.
 REFINE_TEMPERATURE = 0.3
@@ -110,7 +118,7 @@ class SearchDriver:
                  max_iterations=None, checkpoint=None, resume=False, callback=None,
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
-                 lattice_start=None, lattice_prior=0.0):
+                 lattice_start=None, lattice_prior=0.0, pairing=True):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -162,6 +170,7 @@ class SearchDriver:
         # Lattice-fitted starts (2D crystals): on by default when the bond length is known.
         self.lattice_start = (problem.ndim == 2 and bool(bond)) if lattice_start is None else bool(lattice_start)
         self.start = "greedy"
+        self.pairing = bool(pairing)
         self.time_limit = time_limit
         self.candidates = Candidates(problem.model, candidate_axes(problem, grid_spacing))
         self.callback = callback
@@ -192,7 +201,7 @@ class SearchDriver:
             "patience": self.patience, "batch": self.batch, "grid_spacing": grid_spacing,
             "max_atoms": self.max_atoms, "max_iterations": self.max_iterations,
             "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
-            "lattice_start": self.lattice_start,
+            "lattice_start": self.lattice_start, "pairing": self.pairing,
             "initial": None if initial is None else _digest(self.state.positions, self.state.species),
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
@@ -404,7 +413,13 @@ class SearchDriver:
     def _move_probabilities(self):
         can_repair = self.problem.geometry.n_angles >= 2 and self.state.n >= 2
         can_lattice = bool(self.problem.bond_length) and self.state.n >= 3
-        p = np.array([0.35, 0.35 if can_repair else 0.0, 0.2 if can_lattice else 0.0, 0.1])
+        # two angles in 2D: every pairing of the coordinates fits, the pair potential decides
+        can_pair = (self.pairing and self.problem.ndim == 2 and self.problem.geometry.n_angles == 2
+                    and isinstance(self.potential, PairPotential)
+                    and self.potential.epsilon > 0 and self.objective.alpha > 0
+                    and self.state.n >= 4)
+        p = np.array([0.35, 0.35 if can_repair else 0.0, 0.2 if can_lattice else 0.0, 0.1,
+                      PAIRING if can_pair else 0.0])
         return p / p.sum()
 
     def _propose(self, move, state):
@@ -418,6 +433,8 @@ class SearchDriver:
             return self._lattice(state)
         if move == "shift":
             return self._shift(state)
+        if move == "pairing":
+            return self._pairing(state)
         return self._jump(state)
 
     def _worst_atoms(self, state, k):
@@ -475,6 +492,21 @@ class SearchDriver:
         state.positions[i] = np.clip(new_i, box[:, 0], box[:, 1])
         state.positions[j] = np.clip(new_j, box[:, 0], box[:, 1])
         return state, np.array([i, j])
+
+    def _pairing(self, state):
+        """Anneal the pairing of the two projections' coordinates under the pair potential
+        (:mod:`.pair_annealing`): the data term is unchanged, so the proposal is scored by the
+        prior alone until the polish."""
+        from .pair_annealing import anneal_pairing
+
+        m = self.problem.geometry.directions[[0, 1]]
+        if abs(np.linalg.det(m)) < 0.15:
+            return self._jump(state)
+        positions, _ = anneal_pairing(state.positions, m, self.potential, self.objective.box,
+                                      self.rng, species=state.species)
+        changed = np.flatnonzero(np.any(positions != state.positions, axis=1))
+        state.positions = positions
+        return state, changed
 
     def _lattice(self, state):
         sites = lattice_sites(state.positions, self.problem.bond_length, self.objective.box)
