@@ -21,7 +21,7 @@ geometrically from ``t_start`` to ``t_end`` (in bonds, ``epsilon``); every rando
 beforehand from a seeded :class:`numpy.random.Generator`. The loop is compiled with numba when it
 is installed (the ``fast`` extra); without numba an array version of the same loop runs, with
 the same draws and formulas (its sums run in another order, so a tie within rounding could go
-the other way) at about a tenth of the speed.
+the other way), about 50 times slower.
 
 The basin-hopping driver uses this as its *pairing* move (:mod:`.global_search`); the relaxed
 positions come from the full objective's local descent afterwards.
