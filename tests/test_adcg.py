@@ -114,7 +114,7 @@ def test_checkpoint_is_refused_under_other_method_options(tmp_path, changed):
     options = {"potential": "lj", "hops": 2, "sweeps": 2}
     reconstruct(problem, "adcg", alpha=0.01, seed=3, checkpoint=ckpt, **options)
     key = next(iter(changed))
-    with pytest.raises(InputError, match=f"another run \\({key} "):
+    with pytest.raises(InputError, match=f"another run \\((.*, )?{key} "):
         reconstruct(problem, "adcg", alpha=0.01, seed=3, checkpoint=ckpt, resume=True,
                     **{**options, **changed})
     # a time limit is a resource guard, not part of the run: it may change on resume
@@ -155,6 +155,25 @@ def test_pairing_move_runs_only_where_every_pairing_fits():
     assert "pairing" not in moves([0, 90], 0.01, pairing=False)
     assert "pairing" not in moves([0, 90], 0.0)
     assert "pairing" not in moves([0, 60, 120], 0.01)
+
+
+def test_two_angle_budget_defaults():
+    """Two angles in 2D with a pair prior get the larger basin-hopping budget; explicit options,
+    pairing=off, alpha 0 and three angles keep the general one."""
+    from atomtomo.solvers.global_search import TWO_ANGLE_HOPS, SearchDriver
+
+    def budget(angles, alpha=0.01, **options):
+        d = SearchDriver(make_problem(SMALL, angles, bond=0.2), alpha=alpha, **options)
+        return d.hops, d.patience
+
+    general = budget([0, 60, 120])
+    assert general[1] == max(40, general[0] // 5)
+    assert budget([0, 90]) == (TWO_ANGLE_HOPS, TWO_ANGLE_HOPS // 2)
+    assert budget([0, 90], alpha="auto") == (TWO_ANGLE_HOPS, TWO_ANGLE_HOPS // 2)
+    assert budget([0, 90], pairing=False) == general
+    assert budget([0, 90], alpha=0.0) == general
+    assert budget([0, 90], hops=10) == (10, 40)
+    assert budget([0, 90], hops=10, patience=3) == (10, 3)
 
 
 def test_search_quality():

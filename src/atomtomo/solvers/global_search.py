@@ -48,6 +48,9 @@ MOVES = ("jump", "repair", "lattice", "shift", "pairing")
 #: Weight of the pairing move (two angles in 2D, pair potential) among the hops' moves.
 PAIRING = 0.2
 
+#: Default basin-hopping budget for two angles in 2D with a pair prior (patience: half of it).
+TWO_ANGLE_HOPS = 1200
+
 #: Starting temperature of the refine stage of ``alpha="auto"``, relative to the first stage's.
 REFINE_TEMPERATURE = 0.3
 
@@ -161,8 +164,18 @@ class SearchDriver:
         self.batch = int(batch) if batch else max(1, int(self.n_expected // 25))
         self.separation = 0.7 * bond if bond else 2.5 * problem.sigma
         self.tol = float(tol) if tol is not None else 1e-4 * self.atom_energy
-        self.hops = int(hops) if hops is not None else int(min(400, 80 + 6 * self.n_expected))
-        self.patience = int(patience) if patience is not None else max(40, self.hops // 5)
+        self.pairing = bool(pairing)
+        # Two angles in 2D with a pair prior: the pairing move applies, and the search needs a
+        # larger budget than elsewhere (docs/solver.md has the measurements).
+        two_angle = (self.pairing and problem.ndim == 2 and problem.geometry.n_angles == 2
+                     and needs_prior and isinstance(self.potential, PairPotential)
+                     and self.potential.epsilon > 0 and self.n_expected <= 400)
+        if hops is None:
+            hops = TWO_ANGLE_HOPS if two_angle else min(400, 80 + 6 * self.n_expected)
+        self.hops = int(hops)
+        if patience is None:
+            patience = max(40, self.hops // 2 if two_angle else self.hops // 5)
+        self.patience = int(patience)
         self.temperature = float(temperature)
         # Annealing sweeps: each re-draws every atom's position from its heat-bath distribution.
         self.sweeps = int(sweeps) if sweeps is not None else (20 if self.n_expected <= 400 else 0)
@@ -170,7 +183,6 @@ class SearchDriver:
         # Lattice-fitted starts (2D crystals): on by default when the bond length is known.
         self.lattice_start = (problem.ndim == 2 and bool(bond)) if lattice_start is None else bool(lattice_start)
         self.start = "greedy"
-        self.pairing = bool(pairing)
         self.time_limit = time_limit
         self.candidates = Candidates(problem.model, candidate_axes(problem, grid_spacing))
         self.callback = callback
