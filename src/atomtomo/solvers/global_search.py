@@ -165,11 +165,14 @@ class SearchDriver:
         self.separation = 0.7 * bond if bond else 2.5 * problem.sigma
         self.tol = float(tol) if tol is not None else 1e-4 * self.atom_energy
         self.pairing = bool(pairing)
-        # Two angles in 2D with a pair prior: the pairing move applies, and the search needs a
-        # larger budget than elsewhere (docs/solver.md has the measurements).
-        two_angle = (self.pairing and problem.ndim == 2 and problem.geometry.n_angles == 2
-                     and needs_prior and isinstance(self.potential, PairPotential)
-                     and self.potential.epsilon > 0 and self.n_expected <= 400)
+        # Two angles in 2D with a pair potential: every pairing of the two projections'
+        # coordinates fits the data, so the pairing move applies (whenever alpha > 0), and the
+        # search needs a larger budget than elsewhere (docs/solver.md has the measurements).
+        self.pairing_applies = (self.pairing and problem.ndim == 2
+                                and problem.geometry.n_angles == 2
+                                and isinstance(self.potential, PairPotential)
+                                and self.potential.epsilon > 0)
+        two_angle = self.pairing_applies and needs_prior and self.n_expected <= 400
         if hops is None:
             hops = TWO_ANGLE_HOPS if two_angle else min(400, 80 + 6 * self.n_expected)
         self.hops = int(hops)
@@ -425,11 +428,7 @@ class SearchDriver:
     def _move_probabilities(self):
         can_repair = self.problem.geometry.n_angles >= 2 and self.state.n >= 2
         can_lattice = bool(self.problem.bond_length) and self.state.n >= 3
-        # two angles in 2D: every pairing of the coordinates fits, the pair potential decides
-        can_pair = (self.pairing and self.problem.ndim == 2 and self.problem.geometry.n_angles == 2
-                    and isinstance(self.potential, PairPotential)
-                    and self.potential.epsilon > 0 and self.objective.alpha > 0
-                    and self.state.n >= 4)
+        can_pair = self.pairing_applies and self.objective.alpha > 0 and self.state.n >= 4
         p = np.array([0.35, 0.35 if can_repair else 0.0, 0.2 if can_lattice else 0.0, 0.1,
                       PAIRING if can_pair else 0.0])
         return p / p.sum()
@@ -676,12 +675,11 @@ class SearchDriver:
                              "start without --resume")
         if meta.get("fingerprint") != self._fingerprint():
             raise InputError(f"checkpoint {self.checkpoint} belongs to another run (the data differ)")
-        saved = json.loads(json.dumps(meta.get("settings"), default=int))
+        saved = json.loads(json.dumps(meta["settings"], default=int))
         now = json.loads(json.dumps(self.settings, default=int))
         if saved != now:
-            differ = sorted(k for k in now if (saved or {}).get(k) != now[k]) if saved else ["settings"]
-            what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" if saved and k in saved else k
-                             for k in differ)
+            differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+            what = ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
             raise InputError(f"checkpoint {self.checkpoint} belongs to another run ({what}); "
                              "resume with the same settings or start without --resume")
         self.phase = meta["phase"]

@@ -237,11 +237,11 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
     pick_i = rng.integers(n, size=steps)
     pick_j, accept = rng.random(steps), rng.random(steps)
     u, v = x @ m[0], x @ m[1]
-    perm = np.arange(n)
-    best, change = _anneal(u, v, perm, species, np.linalg.inv(m), np.asarray(box, float),
+    minv = np.linalg.inv(m)
+    best, change = _anneal(u, v, np.arange(n), species, minv, np.asarray(box, float),
                            window * float(potential.bond_length), table, r_max,
                            temps, pick_i, pick_j, accept)
     out = x.copy()  # atoms that keep their pairing keep their positions bit for bit
     moved = best != np.arange(n)
-    out[moved] = np.stack([u[moved], v[best[moved]]], axis=1) @ np.linalg.inv(m).T
+    out[moved] = np.stack([u[moved], v[best[moved]]], axis=1) @ minv.T
     return out, float(change)
