@@ -421,6 +421,30 @@ def test_reconstruct_resume_under_other_options_is_refused(tmp_path, xyz2d):
     assert out.is_file()
 
 
+def test_reconstruct_layers_on_2d_data_is_refused(tmp_path, xyz2d):
+    needs("atomtomo.solvers.layers", "find_layers")
+    tilt = _small_tiltseries(tmp_path, xyz2d)
+    out = tmp_path / "r.xyz"
+    r = run("reconstruct", tilt, "--option", "layers=on", "-o", out, ok=False)
+    assert "layers=on: it needs 3D single-axis data" in assert_bad_input(r, "reconstruct", out)
+
+
+def test_reconstruct_3d_particle_plane_by_plane(tmp_path):
+    needs("atomtomo.solvers.layers", "find_layers")
+    ase_io = pytest.importorskip("ase.io")
+    tilt, out, gif = tmp_path / "p.h5", tmp_path / "r.xyz", tmp_path / "run.gif"
+    run("simulate", "--phantom", "fcc-particle", "--param", "size=1", "--angles", "-45,0,45",
+        "--relative-noise", 0.01, "-o", tilt)
+    run("reconstruct", tilt, "--option", "hops=5", "--animate", gif, "--quiet", "-o", out)
+    atoms = ase_io.read(out)
+    assert atoms.info["start"] == "layers" and atoms.info["layers"] == 3
+    assert gif.stat().st_size > 0
+    m = json.loads(run("evaluate", out, "--truth", tilt, "--json").output)
+    assert m["n_true"] == 13 and m["f1"] == 1.0
+    r = run("reconstruct", tilt, "--option", "layers=off", "--option", "hops=2", "-o", out)
+    assert "start=greedy" in out.read_text().splitlines()[1] and r.exit_code == 0
+
+
 # -- evaluate ----------------------------------------------------------------------------------------
 EVAL_KEYS = {"n_true", "n_found", "n_matched", "precision", "recall", "f1", "mean_distance",
              "max_distance", "rmsd", "tolerance"}

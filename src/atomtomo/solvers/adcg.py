@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from ..errors import InputError
 from ..forward import grid_points
 from ..potentials import POTENTIALS
 from .grid import PixelGrid
@@ -170,6 +171,8 @@ _OPTIONS = {
     "lattice_start": boolean,
     "lattice_prior": non_negative_float,
     "pairing": boolean,
+    "layers": choice("auto", "on", "off"),
+    "jobs": positive_int,
 }
 
 
@@ -206,12 +209,23 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         site of the lattice that fits the data best, added to the potential; default 0, off;
         see :mod:`atomtomo.lattice_prior`), pairing (2D, two angles, pair potential: a
         basin-hopping move that anneals the pairing of the two projections' coordinates under
-        the pair potential, see :mod:`.pair_annealing`; default on),
+        the pair potential, see :mod:`.pair_annealing`; default on), layers (3D single-axis
+        data of a crystal whose planes lie across the tilt axis: "auto" (default) reconstructs
+        plane by plane in 2D and polishes the stack in 3D when the data split into planes,
+        "on" requires it, "off" never; see :mod:`.layers`), jobs (worker processes for the
+        planes of a plane-by-plane run; default 1),
         time_limit (seconds for the global search), tol.
     """
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)
 
     options = parse_options("ADCG", _OPTIONS, options)
+    jobs = options.pop("jobs", 1)  # used by plane-by-plane runs only
+    layered = _layered_run(problem, options.pop("layers", "auto"), initial,
+                           {**options, "jobs": jobs}, alpha=alpha, seed=seed,
+                           callback=callback, checkpoint=checkpoint, resume=resume,
+                           max_iterations=max_iterations)
+    if layered is not None:
+        return layered.run()
     start = time.perf_counter()
     driver = SearchDriver(problem, alpha=alpha, seed=seed, initial=initial,
                           max_iterations=max_iterations, checkpoint=checkpoint, resume=resume,
@@ -219,3 +233,27 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
     result = driver.run()
     result.info["runtime_s"] = round(time.perf_counter() - start + driver.previous_runtime, 3)
     return result
+
+
+def _layered_run(problem, mode, initial, options, **run):
+    """The plane-by-plane run (:mod:`.layers`) when ``mode`` and the data call for it, else None."""
+    from .layers import LayeredRun, find_layers  # noqa: PLC0415
+
+    if mode == "off":
+        return None
+    why_not = None
+    if problem.ndim != 3 or not problem.geometry.single_axis:
+        why_not = "it needs 3D single-axis data"
+    elif initial is not None:
+        why_not = "it does not take an initial configuration"
+    elif options.get("potential") == "emt":
+        why_not = "the planes are solved in 2D, where EMT does not exist"
+    if why_not is None:
+        layers = find_layers(problem)
+        if layers is not None:
+            return LayeredRun(problem, layers, options=options, **run)
+        why_not = ("the data do not split into planes across the tilt axis (the rows' profile "
+                   "has no clear peaks one atom wide)")
+    if mode == "on":
+        raise InputError(f"ADCG option layers=on: {why_not}")
+    return None

@@ -63,8 +63,11 @@ def non_negative_int(value):
 
 
 def choice(*allowed):
-    """A converter accepting one of ``allowed`` strings (case-insensitive)."""
+    """A converter accepting one of ``allowed`` strings (case-insensitive); where "on" and "off"
+    are allowed, booleans (as the command line parses on/off/true/false) mean them."""
     def convert(value):
+        if isinstance(value, (bool, np.bool_)) and {"on", "off"} <= set(allowed):
+            return "on" if value else "off"
         text = str(value).strip().lower()
         if text not in allowed:
             raise ValueError(value)

@@ -1,0 +1,144 @@
+"""Plane-by-plane reconstruction of 3D single-axis tilt series (solvers/layers.py)."""
+
+import numpy as np
+import pytest
+
+from atomtomo import ForwardModel, Geometry, InputError
+from atomtomo.configuration import Configuration
+from atomtomo.metrics import match_atoms
+from atomtomo.phantoms.registry import build_phantom
+from atomtomo.solvers import reconstruct
+from atomtomo.solvers.layers import find_layers, plane_problems
+from atomtomo.solvers.problem import Problem
+from atomtomo.tiltseries import simulate_tiltseries
+
+
+def particle_problem(truth, angles_deg, *, noise=None, seed=0):
+    """A spec-conform simulated tilt series of a 3D particle (sigma = bond / 8, pixel bond / 10)."""
+    bond = truth.info["bond_length"]
+    box = np.array(truth.info["box"])
+    pixel = bond / 10
+    n = int(np.ceil((box[0, 1] - box[0, 0]) * np.sqrt(2) / pixel)) + 4
+    geo = Geometry.from_angles(3, np.radians(angles_deg), (n, n), pixel)
+    ts = simulate_tiltseries(truth, geo, sigma=bond / 8, relative_noise=noise, seed=seed, box=box,
+                             bond_length=bond)
+    return Problem.from_tiltseries(ts)
+
+
+@pytest.fixture(scope="module")
+def fcc55():
+    return build_phantom("fcc-particle", {"size": 2})
+
+
+def test_planes_of_an_fcc_particle_are_found(fcc55):
+    problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01)
+    layers = find_layers(problem)
+    heights = np.unique(np.round(fcc55.positions[:, 1], 6))
+    assert layers is not None and len(layers) == len(heights)
+    assert np.allclose([l.y for l in layers], heights, atol=0.02 * fcc55.info["bond_length"])
+    counts = [np.sum(np.isclose(fcc55.positions[:, 1], h)) for h in heights]
+    assert np.allclose([l.atoms for l in layers], counts, atol=0.5)
+
+
+def test_a_plane_is_the_2d_projection_of_its_atoms(fcc55):
+    problem = particle_problem(fcc55, [-45, 0, 45])
+    layers = find_layers(problem)
+    middle = layers[len(layers) // 2]
+    flat = plane_problems(problem, layers)[len(layers) // 2]
+    atoms = fcc55.positions[np.isclose(fcc55.positions[:, 1], middle.y, atol=0.1)][:, [0, 2]]
+    expected = ForwardModel(flat.geometry, problem.sigma).project(atoms)
+    assert flat.ndim == 2 and flat.geometry.n_angles == 3
+    # exact up to the planes' fitted heights (the truth's planes are flat here)
+    assert np.max(np.abs(flat.data - expected)) < 1e-3 * expected.max()
+
+
+def test_not_layered_data_and_2d_data_give_none():
+    rng = np.random.default_rng(0)
+    cloud = rng.uniform(-4, 4, size=(40, 3))  # atoms at every height: no planes
+    geo = Geometry.from_angles(3, np.radians([-45, 0, 45]), (48, 48), 0.25)
+    model = ForwardModel(geo, 0.35)
+    problem = Problem(model, model.project(cloud), np.array([[-5, 5]] * 3), bond_length=2.0)
+    assert find_layers(problem) is None
+    flat = Problem(ForwardModel(Geometry.from_angles(2, [0, 1], (32,), 0.25), 0.35),
+                   np.zeros((2, 32)), np.array([[-4, 4]] * 2))
+    assert find_layers(flat) is None
+    with pytest.raises(InputError, match="layers=on: the data do not split into planes"):
+        reconstruct(problem, "adcg", alpha=0.0, layers="on")
+    with pytest.raises(InputError, match="layers=on: it needs 3D single-axis data"):
+        reconstruct(flat, "adcg", alpha=0.0, layers="on")
+
+
+def test_plane_by_plane_recovers_an_fcc_particle_from_two_and_three_angles(fcc55):
+    bond = fcc55.info["bond_length"]
+    # (the two-angle search budget cut from 1200 to 300 hops to keep the test short)
+    for angles, budget in (([-45, 0, 45], {}), ([0, 45], {"hops": 300, "patience": 60})):
+        problem = particle_problem(fcc55, angles, noise=0.01, seed=1)
+        rec = reconstruct(problem, "adcg", alpha="auto", seed=0, **budget)
+        assert rec.info["layers"] == 5 and rec.info["start"] == "layers"
+        m = match_atoms(rec.configuration, fcc55, 0.1 * bond)
+        assert m.f1 == 1.0, (angles, m.as_dict())
+
+
+def test_killed_and_resumed_layered_run_matches_uninterrupted(tmp_path, fcc55):
+    problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01, seed=2)
+    options = dict(alpha=0.01, seed=3, hops=6, sweeps=2)
+    full = reconstruct(problem, "adcg", **options)
+    ckpt = tmp_path / "run.ckpt"
+    records = []
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_third_plane(record):
+        records.append(record)
+        if record["phase"].startswith("plane 3/") and record["iteration"] == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        reconstruct(problem, "adcg", checkpoint=ckpt, callback=kill_in_third_plane, **options)
+    assert ckpt.exists() and ckpt.with_name("run.ckpt.layer2").exists()
+    # the records carry the whole particle so far, in 3D
+    assert records[-1]["positions"].shape[1] == 3
+    with pytest.raises(InputError, match="belongs to another run"):
+        reconstruct(problem, "adcg", checkpoint=ckpt, resume=True, **{**options, "hops": 7})
+    resumed = reconstruct(problem, "adcg", checkpoint=ckpt, resume=True, **options)
+    assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
+    assert resumed.info["objective"] == full.info["objective"]
+    assert not ckpt.with_name("run.ckpt.layer2").exists()
+    assert not ckpt.with_name("run.ckpt.polish").exists()
+
+
+def test_layers_off_is_the_direct_3d_solver(fcc55):
+    problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01)
+    rec = reconstruct(problem, "adcg", alpha=0.0, seed=0, hops=3, sweeps=0, layers="off")
+    assert "layers" not in rec.info and rec.info["start"] == "greedy"
+
+
+def test_planes_in_worker_processes_give_the_same_result(fcc55):
+    problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01, seed=2)
+    options = dict(alpha=0.01, seed=3, hops=6, sweeps=2)
+    one = reconstruct(problem, "adcg", **options)
+    records = []
+    two = reconstruct(problem, "adcg", jobs=2, callback=records.append, **options)
+    assert np.array_equal(one.configuration.positions, two.configuration.positions)
+    assert one.info["objective"] == two.info["objective"]
+    done = [r for r in records if " done (" in r["phase"]]
+    planes = [int(a) for a in one.info["layer_atoms"].split(",")]
+    assert len(done) == 5 and done[-1]["n_atoms"] == sum(planes)
+
+
+def _turned(config, about_x, about_z):
+    """``config`` turned about x, then about z (radians), in a box that holds it."""
+    cx, sx, cz, sz = np.cos(about_x), np.sin(about_x), np.cos(about_z), np.sin(about_z)
+    rot = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array(
+        [[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    turned = Configuration(config.positions @ rot.T, list(config.species),
+                           dict(config.species_weights))
+    turned.info.update(config.info, box=[[-8.0, 8.0]] * 3)
+    return turned
+
+
+@pytest.mark.parametrize("turn, layered", [((1.0, 1.0), True), ((17.0, 40.0), False)])
+def test_planes_turned_slightly_are_found_and_odd_orientations_are_not(turn, layered):
+    truth = _turned(build_phantom("fcc-particle", {"size": 2}), *np.radians(turn))
+    assert (find_layers(particle_problem(truth, [-45, 0, 45], noise=0.01)) is not None) == layered
