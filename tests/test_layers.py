@@ -142,3 +142,51 @@ def _turned(config, about_x, about_z):
 def test_planes_turned_slightly_are_found_and_odd_orientations_are_not(turn, layered):
     truth = _turned(build_phantom("fcc-particle", {"size": 2}), *np.radians(turn))
     assert (find_layers(particle_problem(truth, [-45, 0, 45], noise=0.01)) is not None) == layered
+
+
+def test_neighbour_field_energy_and_gradient():
+    from atomtomo.potentials import make_potential
+    from atomtomo.solvers.layers import NeighbourField
+
+    pair = make_potential("lj", 1.0, 3)
+    rng = np.random.default_rng(4)
+    fixed = rng.uniform(-2, 2, size=(30, 3)) * [1, 0.2, 1] - [0, 0.7, 0]
+    field = NeighbourField(pair, fixed, height=0.0)
+    points = rng.uniform(-1.5, 1.5, size=(6, 2))
+    lifted = np.column_stack([points[:, 0], np.zeros(6), points[:, 1]])
+    expected = pair.insertion_energy(fixed, lifted)
+    assert np.allclose(field.atom_energies(points), expected)
+    energy, grad = field.energy_and_gradient(points)
+    assert np.isclose(energy, expected.sum())
+    h = 1e-6
+    for i in range(len(points)):
+        for d in range(2):
+            step = np.zeros_like(points)
+            step[i, d] = h
+            fd = (field.energy_and_gradient(points + step)[0]
+                  - field.energy_and_gradient(points - step)[0]) / (2 * h)
+            assert np.isclose(grad[i, d], fd, rtol=1e-5, atol=1e-6)
+
+
+def test_a_plane_on_top_of_its_neighbour_is_searched_again_in_its_field(fcc55):
+    from atomtomo.solvers.layers import LayeredRun, lift
+
+    problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01, seed=1)
+    layers = find_layers(problem)
+    run = LayeredRun(problem, layers, alpha=0.01, seed=0, callback=None, checkpoint=None,
+                     resume=False, options={"hops": 20, "sweeps": 2})
+    bond = fcc55.info["bond_length"]
+    truth_planes = []
+    for k, layer in enumerate(layers):
+        atoms = fcc55.positions[np.isclose(fcc55.positions[:, 1], layer.y, atol=0.2)]
+        truth_planes.append(Configuration(atoms, ["Pt"] * len(atoms), {"Pt": 1.0}))
+        run.done[k] = truth_planes[-1]
+        run.layer_info[k] = {"layer": k + 1, "alpha": 0.01, "n_atoms": len(atoms)}
+    # plane 3 put exactly on top of plane 2's atoms (0.71 bond lengths above them)
+    below = truth_planes[1].positions
+    run.done[2] = lift(Configuration(below[:, [0, 2]], ["Pt"] * len(below), {"Pt": 1.0}),
+                       layers[2].y)
+    run._restack(plane_problems(problem, layers), dict(run.options), 0.0)
+    assert run.layer_info[2].get("restacked")
+    assert match_atoms(run.done[2], truth_planes[2], 0.1 * bond).f1 == 1.0
+    assert not any(run.layer_info[k].get("restacked") for k in (0, 1, 3, 4))

@@ -121,7 +121,7 @@ class SearchDriver:
                  max_iterations=None, checkpoint=None, resume=False, callback=None,
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
-                 lattice_start=None, lattice_prior=0.0, pairing=True):
+                 lattice_start=None, lattice_prior=0.0, pairing=True, field=None):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -157,6 +157,11 @@ class SearchDriver:
         self.lattice = None
         if lattice_prior:
             self._add_lattice_prior(float(lattice_prior), needs_prior)
+        if field is not None:  # a one-body term from outside (layers.NeighbourField)
+            from ..lattice_prior import WithLatticeWell
+
+            self.potential = WithLatticeWell(self.potential, field)
+            self.objective = AtomObjective(problem, self.potential, self.alpha)
         self.atom_energy = self.objective.atom_energy
         self.n_expected = expected_atom_count(problem)
         self.max_atoms = int(max_atoms) if max_atoms else int(3 * self.n_expected + 20)

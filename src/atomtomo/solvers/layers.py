@@ -59,6 +59,10 @@ from .problem import Problem, Reconstruction
 #: resolved by the rows (their profiles overlap by more than a third at the midpoint).
 MIN_GAP = 2.5
 
+#: Atoms of adjacent planes closer than this many bond lengths sit on top of each other: the
+#: plane is searched again in its neighbours' field (:meth:`LayeredRun._restack`).
+CLASH = 0.85
+
 #: The planes' fit must leave at most this fraction of the row profile's norm unexplained.
 #: Measured (1 % noise): 0.007-0.081 for fcc and bcc particles of 55-561 atoms (planes flat,
 #: relaxed around vacancies and an interstitial, turned by 1 degree, or across <110>);
@@ -193,6 +197,47 @@ def stack(configs, weights) -> Configuration:
     return Configuration(pos, species, dict(weights))
 
 
+class NeighbourField:
+    """The energy of a plane's atoms with fixed atoms of the planes around it, as a one-body
+    term of the plane's 2D problem (the interface of :class:`~atomtomo.lattice_prior.LatticeWell`).
+
+    A plane at height ``y`` with 2D points ``p = (x, z)`` sees ``U(p) = sum_j phi(|P - X_j|)``,
+    ``P = (x, y, z)``, over the fixed 3D atoms ``X_j`` within the pair potential's cutoff, with
+    gradient ``sum_j phi'(r)/r (P - X_j)`` restricted to ``(x, z)``.
+    """
+
+    def __init__(self, potential, fixed, height):
+        from scipy.spatial import cKDTree
+
+        self.potential = potential  # a 3D PairPotential
+        self.fixed = np.asarray(fixed, float).reshape(-1, 3)
+        self.height = float(height)
+        self.tree = cKDTree(self.fixed)
+
+    def _pairs(self, points):
+        from scipy.spatial import cKDTree
+
+        p = np.asarray(points, float).reshape(-1, 2)
+        lifted = np.column_stack([p[:, 0], np.full(len(p), self.height), p[:, 1]])
+        if len(p) == 0 or len(self.fixed) == 0:
+            return len(p), np.zeros(0, int), np.zeros((0, 3))
+        hits = cKDTree(lifted).sparse_distance_matrix(self.tree, self.potential.cutoff_radius,
+                                                      output_type="ndarray")
+        return len(p), hits["i"], lifted[hits["i"]] - self.fixed[hits["j"]]
+
+    def atom_energies(self, points):
+        n, i, d = self._pairs(points)
+        phi = self.potential.pair_terms(np.einsum("ij,ij->i", d, d))[0]
+        return np.bincount(i, phi, n)
+
+    def energy_and_gradient(self, points):
+        n, i, d = self._pairs(points)
+        phi, dphi_r = self.potential.pair_terms(np.einsum("ij,ij->i", d, d))
+        f = dphi_r[:, None] * d[:, [0, 2]]
+        grad = np.column_stack([np.bincount(i, f[:, 0], n), np.bincount(i, f[:, 1], n)])
+        return float(phi.sum()), grad
+
+
 def _solve_plane(plane, **run):
     """One plane's 2D reconstruction (module level, so that worker processes can run it)."""
     from .adcg import reconstruct_adcg
@@ -261,6 +306,7 @@ class LayeredRun:
                 result = _solve_plane(planes[k], checkpoint=self._part(f"layer{k}"),
                                       callback=self._relay(k), **run)
                 self._finish(k, result, t0)
+        self._restack(planes, per_plane, t0)
         # The 3D polish: ADCG add/move/prune from the stacked planes under the 3D objective (and
         # the alpha ladder for "auto"); no global search, the planes' searches did that.
         stacked = self._stacked()
@@ -282,9 +328,74 @@ class LayeredRun:
                     start="layers", runtime_s=round(runtime, 3),
                     iterations=info["iterations"] + sum(i["iterations"] for i in planes_info),
                     hops=sum(i["hops"] for i in planes_info))
+        restacked = [str(i["layer"]) for i in planes_info if i.get("restacked")]
+        if restacked:
+            info["restacked_planes"] = ",".join(restacked)
         if isinstance(self.alpha, str):
             info["layer_alphas"] = ",".join(f"{i['alpha']:g}" for i in planes_info)
         return Reconstruction(result.configuration, info, self.history)
+
+    def _restack(self, planes, per_plane, t0):
+        """Re-solve, in the field of its neighbours, each plane whose atoms sit on a neighbouring
+        plane's atoms (closer than :data:`CLASH` bond lengths).
+
+        Each plane is searched alone, under a 2D pair prior; where that prior is wrong for the
+        plane (the rectangular planes of fcc across <110>, which it would pack hexagonally) a
+        plane can end with atoms right above its neighbour's, which no crystal has. With a prior
+        (alpha > 0 and a pair potential) such a plane is searched again with its neighbours' atoms as a fixed one-body field
+        (:class:`NeighbourField`); of the clashing planes, the one whose objective in that field
+        drops most takes its new arrangement, and the check is repeated.
+        """
+        from ..potentials import PairPotential, make_potential
+
+        bond = self.problem.bond_length
+        if not bond or (not isinstance(self.alpha, str) and self.alpha <= 0):
+            return
+        pair = make_potential(self.options.get("potential", "lj"), bond, 3,
+                              species=list(self.problem.species_weights))
+        if not isinstance(pair, PairPotential) or pair.epsilon <= 0:
+            return
+        for _ in range(len(self.layers)):  # each round fixes one plane
+            trials = [self._resolve_in_field(k, planes[k], pair, per_plane)
+                      for k in self._clashing()]
+            trials = [t for t in trials if t[0] > 0]
+            if not trials:
+                return
+            _, k, result = max(trials, key=lambda t: t[0])
+            self.done[k] = lift(result.configuration, self.layers[k].y)
+            self.layer_info[k].update(n_atoms=result.info["n_atoms"], restacked=True)
+            self._save(t0)
+
+    def _clashing(self):
+        """Indices of the planes with an atom closer than CLASH bond lengths to an atom of an
+        adjacent plane."""
+        from scipy.spatial import cKDTree
+
+        n, reach = len(self.layers), CLASH * self.problem.bond_length
+        out = set()
+        for k in range(n - 1):
+            a, b = self.done[k].positions, self.done[k + 1].positions
+            if len(a) and len(b) and cKDTree(b).query(a)[0].min() < reach:
+                out.update((k, k + 1))
+        return sorted(out)
+
+    def _resolve_in_field(self, k, plane, pair, per_plane):
+        """Search plane ``k`` again in its neighbours' field: ``(drop of its objective in that
+        field, k, result)``. When two planes clash, the one whose new search drops its objective
+        more is the one in the wrong arrangement: the other one pays with its data fit."""
+        from .global_search import SearchDriver
+
+        n = len(self.layers)
+        near = [self.done[j].positions for j in (k - 1, k + 1) if 0 <= j < n]
+        field = NeighbourField(pair, np.concatenate(near), self.layers[k].y)
+        driver = SearchDriver(plane, alpha=self.layer_info[k]["alpha"], seed=self.seed,
+                              field=field, **per_plane)
+        result = driver.run()
+        objective, mine = driver.objective, self.done[k]
+        old = objective.relax(objective.state_from(Configuration(
+            mine.positions[:, [0, 2]], list(mine.species), dict(self.problem.species_weights))))
+        new = objective.state_from(result.configuration)
+        return objective.value(old) - objective.value(new), k, result
 
     def _finish(self, k, result, t0):
         """Record plane ``k``'s result, checkpoint, and drop the plane's own checkpoint."""
