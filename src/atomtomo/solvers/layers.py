@@ -116,6 +116,17 @@ def _fit_planes(q, y, heights, masses, sigma, delta):
     return fit.x[:k], fit.x[k:], fit.fun
 
 
+def _merge(masses, heights, close):
+    """Merge each component ``k`` with ``k + 1`` where ``close[k]`` (heights sorted)."""
+    m, h = list(masses), list(heights)
+    for k in np.flatnonzero(close)[::-1]:
+        total = m[k] + m[k + 1]
+        h[k] = (m[k] * h[k] + m[k + 1] * h[k + 1]) / total
+        m[k] = total
+        del m[k + 1], h[k + 1]
+    return np.array(m), np.array(h)
+
+
 def find_layers(problem: Problem) -> list[Layer] | None:
     """The planes of atoms perpendicular to the tilt axis, or None if the data are not layered.
 
@@ -135,17 +146,25 @@ def find_layers(problem: Problem) -> list[Layer] | None:
     if len(peaks) == 0:
         return None
     masses, heights = q[peaks] / one_atom * w_min, y[peaks]
-    for _ in range(2):
+    for _ in range(6):
         masses, heights, misfit = _fit_planes(q, y, heights, masses, sigma, delta)
+        order = np.argsort(heights)
+        masses, heights = masses[order], heights[order]
         keep = masses >= 0.5 * w_min
-        if keep.all():
+        close = np.diff(heights[keep]) < MIN_GAP * width
+        if keep.all() and not close.any():
             break
-        masses, heights = masses[keep], heights[keep]
+        # drop noise; merge components the fit pulled together (a plane turned slightly off the
+        # axis is broader than one atom and the fit splits it): their weighted mean height
+        masses, heights = _merge(masses[keep], heights[keep], close)
         if len(heights) == 0:
             return None
-    order = np.argsort(heights)
-    masses, heights = masses[order], heights[order]
     if np.any(np.diff(heights) < MIN_GAP * width):
+        return None
+    # a fit that ran away (components far outside the rows, weights above the whole profile's)
+    total = float(np.sum(q) * delta)
+    if (np.any(heights < y[0]) or np.any(heights > y[-1])
+            or np.any(masses > 1.2 * total) or np.any(masses < 0)):
         return None
     if np.linalg.norm(misfit) > MAX_RESIDUAL * np.linalg.norm(q):
         return None
