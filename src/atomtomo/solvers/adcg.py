@@ -219,13 +219,12 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)
 
     options = parse_options("ADCG", _OPTIONS, options)
-    jobs = options.pop("jobs", 1)  # used by plane-by-plane runs only
-    layered = _layered_run(problem, options.pop("layers", "auto"), initial,
-                           {**options, "jobs": jobs}, alpha=alpha, seed=seed,
-                           callback=callback, checkpoint=checkpoint, resume=resume,
-                           max_iterations=max_iterations)
+    layered = _layered_run(problem, options.pop("layers", "auto"), initial, options,
+                           alpha=alpha, seed=seed, callback=callback, checkpoint=checkpoint,
+                           resume=resume, max_iterations=max_iterations)
     if layered is not None:
         return layered.run()
+    options.pop("jobs", None)  # used by plane-by-plane runs only
     start = time.perf_counter()
     driver = SearchDriver(problem, alpha=alpha, seed=seed, initial=initial,
                           max_iterations=max_iterations, checkpoint=checkpoint, resume=resume,
@@ -253,7 +252,7 @@ def _layered_run(problem, mode, initial, options, **run):
         if layers is not None:
             return LayeredRun(problem, layers, options=options, **run)
         why_not = ("the data do not split into planes across the tilt axis (the rows' profile "
-                   "has no clear peaks one atom wide)")
+                   "is not a set of resolved planes one atom wide)")
     if mode == "on":
         raise InputError(f"ADCG option layers=on: {why_not}")
     return None

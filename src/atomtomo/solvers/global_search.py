@@ -27,19 +27,17 @@ iterations, then hops), so that it can checkpoint after each one and resume exac
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .._io import atomic_path
 from ..errors import InputError
 from ..potentials import PairPotential
 from .grid import estimated_atom_count
 from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
+from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
 from .objective import AtomObjective, AtomState, near_mask
 from .problem import Problem, Reconstruction
 
@@ -53,14 +51,6 @@ TWO_ANGLE_HOPS = 1200
 
 #: Starting temperature of the refine stage of ``alpha="auto"``, relative to the first stage's.
 REFINE_TEMPERATURE = 0.3
-
-
-def _digest(*arrays) -> str:
-    """A short hash of the arrays' values (checkpoints name the data and start they belong to)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
 
 
 def expected_atom_count(problem: Problem) -> float:
@@ -222,7 +212,7 @@ class SearchDriver:
             "max_atoms": self.max_atoms, "max_iterations": self.max_iterations,
             "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
             "lattice_start": self.lattice_start, "pairing": self.pairing,
-            "initial": None if initial is None else _digest(self.state.positions, self.state.species),
+            "initial": None if initial is None else digest(self.state.positions, self.state.species),
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
             self._load_checkpoint()
@@ -632,7 +622,7 @@ class SearchDriver:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _fingerprint(self):
-        return _digest(self.problem.data)
+        return digest(self.problem.data)
 
     def _save_checkpoint(self, t0):
         if self.checkpoint is None:
@@ -664,29 +654,16 @@ class SearchDriver:
         for k, (_, _, s) in enumerate(self.alpha_trials):
             arrays[f"trial{k}_positions"] = s.positions
             arrays[f"trial{k}_species"] = s.species
-        with atomic_path(self.checkpoint) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, meta=np.array(json.dumps(meta, default=int)), **arrays)
+        write_checkpoint(self.checkpoint, meta, arrays)
 
     def _load_checkpoint(self):
-        try:
-            with np.load(self.checkpoint, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files if k != "meta"}
-        except Exception as exc:
-            raise InputError(f"cannot read checkpoint {self.checkpoint}: {exc}") from None
+        meta, arrays = read_checkpoint(self.checkpoint)
         if "settings" not in meta:
             raise InputError(f"checkpoint {self.checkpoint} was written by an older atomtomo; "
                              "start without --resume")
         if meta.get("fingerprint") != self._fingerprint():
             raise InputError(f"checkpoint {self.checkpoint} belongs to another run (the data differ)")
-        saved = json.loads(json.dumps(meta["settings"], default=int))
-        now = json.loads(json.dumps(self.settings, default=int))
-        if saved != now:
-            differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-            what = ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
-            raise InputError(f"checkpoint {self.checkpoint} belongs to another run ({what}); "
-                             "resume with the same settings or start without --resume")
+        check_settings(self.checkpoint, meta["settings"], self.settings)
         self.phase = meta["phase"]
         self.stage = meta.get("stage", "search")
         self.hops = meta.get("hops", self.hops)

@@ -41,18 +41,18 @@ corrects it.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
-from .._io import atomic_path
 from ..configuration import Configuration
 from ..errors import InputError
 from ..forward import ForwardModel, pixel_kernel, pixel_kernel_derivative
 from ..geometry import Geometry
+from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
 from .problem import Problem, Reconstruction
 
 #: Adjacent planes closer than this many atom widths ``sqrt(sigma^2 + Delta^2 / 12)`` are not
@@ -226,16 +226,12 @@ class NeighbourField:
     """
 
     def __init__(self, potential, fixed, height):
-        from scipy.spatial import cKDTree
-
         self.potential = potential  # a 3D PairPotential
         self.fixed = np.asarray(fixed, float).reshape(-1, 3)
         self.height = float(height)
         self.tree = cKDTree(self.fixed)
 
     def _pairs(self, points):
-        from scipy.spatial import cKDTree
-
         p = np.asarray(points, float).reshape(-1, 2)
         lifted = np.column_stack([p[:, 0], np.full(len(p), self.height), p[:, 1]])
         if len(p) == 0 or len(self.fixed) == 0:
@@ -287,15 +283,13 @@ class LayeredRun:
         self.layer_info = {}  # plane index -> what its run reported
         self.history = []
         self.previous_runtime = 0.0
-        from .global_search import _digest
-
         self.settings = {
             "sigma": float(problem.sigma), "seed": int(seed),
             "alpha": alpha if isinstance(alpha, str) else float(alpha),
-            "options": {k: v for k, v in sorted(self.options.items()) if k != "time_limit"},
             "max_iterations": max_iterations,
             "layers": [round(l.y, 9) for l in layers],
-            "data": _digest(problem.data),
+            "data": digest(problem.data),
+            **{k: v for k, v in self.options.items() if k != "time_limit"},
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
             self._load()
@@ -388,8 +382,6 @@ class LayeredRun:
     def _clashing(self):
         """Indices of the planes with an atom closer than CLASH bond lengths to an atom of an
         adjacent plane."""
-        from scipy.spatial import cKDTree
-
         n, reach = len(self.layers), CLASH * self.problem.bond_length
         out = set()
         for k in range(n - 1):
@@ -477,27 +469,14 @@ class LayeredRun:
         for k, c in self.done.items():
             arrays[f"layer{k}_positions"] = c.positions
             arrays[f"layer{k}_species"] = np.array([str(s) for s in c.species])
-        with atomic_path(self.checkpoint) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, meta=np.array(json.dumps(meta, default=float)), **arrays)
+        write_checkpoint(self.checkpoint, meta, arrays)
 
     def _load(self):
-        try:
-            with np.load(self.checkpoint, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files if k != "meta"}
-        except Exception as exc:
-            raise InputError(f"cannot read checkpoint {self.checkpoint}: {exc}") from None
+        meta, arrays = read_checkpoint(self.checkpoint)
         if not meta.get("layered"):
             raise InputError(f"checkpoint {self.checkpoint} belongs to another run (not a "
                              "layer-by-layer one); start without --resume")
-        saved = json.loads(json.dumps(meta["settings"], default=float))
-        now = json.loads(json.dumps(self.settings, default=float))
-        if saved != now:
-            differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-            raise InputError(f"checkpoint {self.checkpoint} belongs to another run (differs in: "
-                             f"{', '.join(differ)}); resume with the same settings or start "
-                             "without --resume")
+        check_settings(self.checkpoint, meta["settings"], self.settings)
         self.layer_info = {int(k): v for k, v in meta["layer_info"].items()}
         self.previous_runtime = meta["runtime"]
         weights = self.problem.species_weights
