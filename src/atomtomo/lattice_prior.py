@@ -102,6 +102,9 @@ class WithLatticeWell(Potential):
         self.epsilon = base.epsilon
         self.bond_length = base.bond_length
 
+    def global_context(self, positions):
+        return self.base.global_context(positions)  # the well itself is local
+
     def energy_and_gradient(self, positions, species=None):
         e, g = self.base.energy_and_gradient(positions, species)
         u, gu = self.well.energy_and_gradient(positions)

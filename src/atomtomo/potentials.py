@@ -116,6 +116,12 @@ class Potential:
         """Per-atom shares ``(n,)`` of ``V``; they sum to ``V``."""
         raise NotImplementedError
 
+    def global_context(self, positions) -> np.ndarray | None:
+        """Atoms of ``positions`` whose part in ``V`` reaches other atoms at any distance: a
+        boolean mask, or None when ``V`` only couples atoms within a cutoff (a local
+        relaxation keeps them as fixed context however far they are)."""
+        return None
+
     def insertion_energy(self, positions, candidates, species=None,
                          candidate_species=None) -> np.ndarray:
         """``V(x + one atom at candidate k) - V(x)`` for each of the ``m`` candidates: ``(m,)``.

@@ -228,7 +228,8 @@ class AtomObjective:
 
         ``movable``: optional boolean mask; the other atoms stay where they are, and cost
         nothing per evaluation: their projection is subtracted from the data once, and only
-        those within the potential's reach of a movable atom take part in the energy.
+        those within the potential's reach of a movable atom (or in its ``global_context``)
+        take part in the energy.
         """
         if state.n == 0:
             return state.copy()
@@ -242,8 +243,11 @@ class AtomObjective:
             fixed_pos, fixed_sp = state.positions[~mask], species[~mask]
             data = self.data - self.model.project(fixed_pos, self.species_weights[fixed_sp])
             if self.uses_energy:
-                reach = self._interaction_range()
-                near = near_mask(fixed_pos, state.positions[mask], reach)
+                near = near_mask(fixed_pos, state.positions[mask], self._interaction_range())
+                # plus those a global term (the hull pressure) couples at any distance
+                far = self.potential.global_context(fixed_pos)
+                if far is not None:
+                    near |= far
                 context = (fixed_pos[near], fixed_sp[near])
         movable_species = species[mask]
 
@@ -316,18 +320,23 @@ class AtomObjective:
 
 
 def search_quality(problem: Problem, found: Configuration, truth: Configuration, alpha: float,
-                   potential: str = "lj") -> float:
+                   potential: str = "lj", hull: float = 0.0) -> float:
     """How far a search stopped above the true configuration, in units of one atom's data energy.
 
     ``(F(found) - F(relaxed truth)) / E_1``, with ``F`` the objective at ``alpha`` with
-    ``potential`` and the truth relaxed by the same local optimiser. At or below 0 the search
+    ``potential`` (plus the hull pressure ``hull``, :mod:`atomtomo.hull_prior`, when positive)
+    and the truth relaxed by the same local optimiser. At or below 0 the search
     found a configuration at least as good as the truth by the objective it minimises (a wrong
     answer there is the objective's fault, not the search's).
     """
     from ..potentials import make_potential
 
-    objective = AtomObjective(problem, make_potential(potential, problem.bond_length,
-                                                      problem.ndim), alpha)
+    prior = make_potential(potential, problem.bond_length, problem.ndim)
+    if hull > 0:
+        from ..hull_prior import WithHullPressure
+
+        prior = WithHullPressure(prior, hull)
+    objective = AtomObjective(problem, prior, alpha)
     relaxed = objective.relax(objective.state_from(truth), max_iterations=1000)
     return (objective.value(objective.state_from(found)) - objective.value(relaxed)) \
         / objective.atom_energy
