@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from atomtomo.hull_prior import WithHullPressure
 from atomtomo.potentials import make_potential
 from atomtomo.solvers import pair_annealing
 from atomtomo.solvers.pair_annealing import anneal_pairing
@@ -69,10 +70,27 @@ def test_same_seed_same_result_and_species_are_kept_apart():
     assert np.array_equal(y, x) and change == 0
 
 
-@pytest.mark.skipif(not pair_annealing.COMPILED, reason="numba not installed")
-@pytest.mark.parametrize("fallback", ["scalar loops in Python", "array version"])
-def test_compiled_kernel_matches_the_uncompiled_versions(monkeypatch, fallback):
+def test_hull_pressure_is_part_of_the_swap_energy():
+    """With a hull pressure the change is pair energy plus pressure times the hull's area
+    change, and a scattered atom is paired back into the crystal."""
     lj = make_potential("lj", 0.12, 2)
+    prior = WithHullPressure(lj, 3.0)
+    m = _directions(20, 95)
+    x = _scramble(_hexagonal_block(), m, np.random.default_rng(1), 6)
+    y, change = anneal_pairing(x, m, prior, BOX, np.random.default_rng(0))
+    for d in m:
+        assert np.allclose(np.sort(y @ d), np.sort(x @ d), atol=1e-12)
+    assert change < 0
+    assert change == pytest.approx(prior.energy(y) - prior.energy(x), abs=1e-3 * abs(lj.energy(x)))
+
+
+@pytest.mark.skipif(not pair_annealing.COMPILED, reason="numba not installed")
+@pytest.mark.parametrize("hull", [0.0, 3.0])
+@pytest.mark.parametrize("fallback", ["scalar loops in Python", "array version"])
+def test_compiled_kernel_matches_the_uncompiled_versions(monkeypatch, fallback, hull):
+    lj = make_potential("lj", 0.12, 2)
+    if hull:
+        lj = WithHullPressure(lj, hull)
     m = _directions(10, 100)
     x = _scramble(_hexagonal_block(), m, np.random.default_rng(5), 6)
     compiled = anneal_pairing(x, m, lj, BOX, np.random.default_rng(2), steps=300)

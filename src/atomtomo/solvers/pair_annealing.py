@@ -16,7 +16,10 @@ drawn among atoms whose ``v`` is within a few bond lengths (so atoms move locall
 species, and swaps that would leave the box are refused.
 
 ``phi`` is read from a table over ``r`` (linear interpolation, 2048 points up to the cutoff), so
-the kernel takes any pair potential. Metropolis acceptance at a temperature falling
+the kernel takes any pair potential. A pair potential with a hull pressure
+(:mod:`atomtomo.hull_prior`) adds ``pressure * (A_new - A_old)`` to each swap's change, with the
+hull's area ``A`` recomputed by Andrew's monotone chain (O(n log n) a swap,
+:func:`atomtomo.hull_prior.chain_area`). Metropolis acceptance at a temperature falling
 geometrically from ``t_start`` to ``t_end`` (in bonds, ``epsilon``); every random number is drawn
 beforehand from a seeded :class:`numpy.random.Generator`. The loop is compiled with numba when it
 is installed (the ``fast`` extra); without numba an array version of the same loop runs, with
@@ -30,6 +33,8 @@ positions come from the full objective's local descent afterwards.
 from __future__ import annotations
 
 import numpy as np
+
+from ..hull_prior import WithHullPressure, chain_area
 
 #: Points of the pair-energy table.
 TABLE_SIZE = 2048
@@ -62,13 +67,15 @@ def _is_partner(i, k, perm, v, species, window):
     return k != i and species[k] == species[i] and abs(v[perm[k]] - v[perm[i]]) < window
 
 
-def _anneal(u, v, perm, species, minv, box, window, table, r_max, temps, pick_i, pick_j, accept):
+def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, temps, pick_i,
+            pick_j, accept):
     """Anneal ``perm`` in place; returns the best permutation and its energy change."""
     n = u.shape[0]
     pos = np.empty((n, 2))
     for i in range(n):
         pos[i, 0] = minv[0, 0] * u[i] + minv[0, 1] * v[perm[i]]
         pos[i, 1] = minv[1, 0] * u[i] + minv[1, 1] * v[perm[i]]
+    area = chain_area(pos) if pressure > 0.0 else 0.0
     best = perm.copy()
     delta, best_delta = 0.0, 0.0
     for step in range(temps.shape[0]):
@@ -102,18 +109,26 @@ def _anneal(u, v, perm, species, minv, box, window, table, r_max, temps, pick_i,
                + _atom_energy(xj, yj, pos, i, j, table, r_max)
                + _phi(np.sqrt((xi - xj) ** 2 + (yi - yj) ** 2), table, r_max))
         d = new - old
+        old_i0, old_i1, old_j0, old_j1 = pos[i, 0], pos[i, 1], pos[j, 0], pos[j, 1]
+        pos[i, 0], pos[i, 1], pos[j, 0], pos[j, 1] = xi, yi, xj, yj
+        new_area = area
+        if pressure > 0.0:
+            new_area = chain_area(pos)
+            d += pressure * (new_area - area)
         if d < 0.0 or accept[step] < np.exp(-d / temps[step]):
             perm[i], perm[j] = perm[j], perm[i]
-            pos[i, 0], pos[i, 1], pos[j, 0], pos[j, 1] = xi, yi, xj, yj
+            area = new_area
             delta += d
             if delta < best_delta - 1e-12:
                 best_delta = delta
                 best[:] = perm
+        else:
+            pos[i, 0], pos[i, 1], pos[j, 0], pos[j, 1] = old_i0, old_i1, old_j0, old_j1
     return best, best_delta
 
 
-def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, temps, pick_i, pick_j,
-                  accept):
+def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, pressure, temps, pick_i,
+                  pick_j, accept):
     """:func:`_anneal` with its O(n) inner loops as array operations: the same draws and the same
     formulas (sums in another order), for installations without numba."""
     n = u.shape[0]
@@ -129,6 +144,7 @@ def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, temps, p
         return float(phi(np.sqrt(((pos[others] - point) ** 2).sum(axis=1))).sum())
 
     pos = np.stack([u, v[perm]], axis=1) @ minv.T
+    area = chain_area(pos) if pressure > 0.0 else 0.0
     best = perm.copy()
     delta, best_delta = 0.0, 0.0
     index = np.arange(n)
@@ -151,9 +167,16 @@ def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, temps, p
         new = (energy(pi, pos, others) + energy(pj, pos, others)
                + float(phi(np.array([np.linalg.norm(pi - pj)]))[0]))
         d = new - old
+        new_area = area
+        if pressure > 0.0:
+            trial = pos.copy()
+            trial[i], trial[j] = pi, pj
+            new_area = chain_area(trial)
+            d += pressure * (new_area - area)
         if d < 0.0 or accept[step] < np.exp(-d / temps[step]):
             perm[i], perm[j] = perm[j], perm[i]
             pos[i], pos[j] = pi, pj
+            area = new_area
             delta += d
             if delta < best_delta - 1e-12:
                 best_delta = delta
@@ -188,8 +211,9 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
     positions : (n, 2) array
     directions : (2, 2) array
         The two detectors' unit vectors (rows); they must not be parallel.
-    potential : PairPotential
-        Supplies ``pair_energy``, ``cutoff_radius``, ``epsilon`` and ``bond_length``.
+    potential : PairPotential or atomtomo.hull_prior.WithHullPressure
+        Supplies ``pair_energy``, ``cutoff_radius``, ``epsilon`` and ``bond_length``; a pair
+        potential with a hull pressure adds the exact change of the hull term to every swap.
     box : (2, 2) array
         ``[[xmin, xmax], [ymin, ymax]]``; no atom is paired outside it.
     rng : numpy.random.Generator
@@ -208,7 +232,7 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
         The best pairing found (every atom keeps its ``u``; the ``v`` are permuted; atoms that
         keep their own ``v`` are returned unchanged).
     change : float
-        Its pair-energy change, ``<= 0``.
+        Its energy change (pair energy plus hull term), ``<= 0``.
 
     Examples
     --------
@@ -230,6 +254,9 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
         return x.copy(), 0.0
     species = np.zeros(n, np.int64) if species is None else np.asarray(species, np.int64)
     steps = int(min(150 * n, 20000)) if steps is None else int(steps)
+    pressure = 0.0
+    if isinstance(potential, WithHullPressure):
+        potential, pressure = potential.base, potential.pressure
     r_max = float(potential.cutoff_radius)
     table = potential.pair_energy(np.linspace(0.0, r_max, TABLE_SIZE))
     eps = float(potential.epsilon)
@@ -239,7 +266,7 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
     u, v = x @ m[0], x @ m[1]
     minv = np.linalg.inv(m)
     best, change = _anneal(u, v, np.arange(n), species, minv, np.asarray(box, float),
-                           window * float(potential.bond_length), table, r_max,
+                           window * float(potential.bond_length), table, r_max, pressure,
                            temps, pick_i, pick_j, accept)
     out = x.copy()  # atoms that keep their pairing keep their positions bit for bit
     moved = best != np.arange(n)
