@@ -72,7 +72,8 @@ def run_case(label, phantom, params, kind, n_angles, noise, alpha, seed=0, hops=
     rec = reconstruct(problem, "adcg", alpha=alpha, seed=seed, **options)
     seconds = time.perf_counter() - t0
     m = match_atoms(rec.configuration, truth, TOLERANCE_BONDS * spacing).as_dict()
-    quality = search_quality(problem, rec.configuration, truth, rec.info["alpha"])
+    quality = search_quality(problem, rec.configuration, truth, rec.info["alpha"],
+                             hull=rec.info.get("hull", 0.0))
     return {
         "case": label, "kind": kind, "angles": n_angles, "angles_deg": [round(a, 2) for a in deg],
         "noise": noise, "alpha": str(alpha), "alpha_used": rec.info["alpha"],

@@ -146,7 +146,8 @@ def search_quality(h5: Path, found, truth) -> float:
     from atomtomo.tiltseries import read_tiltseries
 
     problem = Problem.from_tiltseries(read_tiltseries(h5))
-    return quality(problem, found, truth, float(found.info.get("alpha", 0.0)))
+    return quality(problem, found, truth, float(found.info.get("alpha", 0.0)),
+                   hull=float(found.info.get("hull", 0.0)))
 
 
 def summary(rows) -> str:

@@ -171,6 +171,7 @@ _OPTIONS = {
     "lattice_start": boolean,
     "lattice_prior": non_negative_float,
     "pairing": boolean,
+    "hull": non_negative_float,
     "layers": choice("auto", "on", "off"),
     "jobs": positive_int,
 }
@@ -209,7 +210,10 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         site of the lattice that fits the data best, added to the potential; default 0, off;
         see :mod:`atomtomo.lattice_prior`), pairing (2D, two angles, pair potential: a
         basin-hopping move that anneals the pairing of the two projections' coordinates under
-        the pair potential, see :mod:`.pair_annealing`; default on), layers (3D single-axis
+        the pair potential, see :mod:`.pair_annealing`; default on), hull (2D: weight ``h``,
+        in bonds per bond length squared, of a pressure on the atoms' convex hull added to the
+        potential, see :mod:`atomtomo.hull_prior`; default 3 for two angles with a pair prior,
+        else 0), layers (3D single-axis
         data of a crystal whose planes lie across the tilt axis: "auto" (default) reconstructs
         plane by plane in 2D and polishes the stack in 3D when the data split into planes,
         "on" requires it, "off" never; see :mod:`.layers`), jobs (worker processes for the

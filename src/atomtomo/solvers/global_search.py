@@ -111,7 +111,7 @@ class SearchDriver:
                  max_iterations=None, checkpoint=None, resume=False, callback=None,
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
-                 lattice_start=None, lattice_prior=0.0, pairing=True, field=None):
+                 lattice_start=None, lattice_prior=0.0, pairing=True, hull=None, field=None):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -147,6 +147,12 @@ class SearchDriver:
         self.lattice = None
         if lattice_prior:
             self._add_lattice_prior(float(lattice_prior), needs_prior)
+        # Two angles in 2D with a pair potential: every pairing of the two projections'
+        # coordinates fits the data, so the prior alone decides (docs/solver.md).
+        pair_prior = (problem.ndim == 2 and isinstance(self.potential, PairPotential)
+                      and self.potential.epsilon > 0)
+        two_angles = pair_prior and problem.geometry.n_angles == 2
+        self.hull = self._add_hull(hull, two_angles and needs_prior, needs_prior)
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
             from ..lattice_prior import WithLatticeWell
 
@@ -160,13 +166,9 @@ class SearchDriver:
         self.separation = 0.7 * bond if bond else 2.5 * problem.sigma
         self.tol = float(tol) if tol is not None else 1e-4 * self.atom_energy
         self.pairing = bool(pairing)
-        # Two angles in 2D with a pair potential: every pairing of the two projections'
-        # coordinates fits the data, so the pairing move applies (whenever alpha > 0), and the
-        # search needs a larger budget than elsewhere (docs/solver.md has the measurements).
-        self.pairing_applies = (self.pairing and problem.ndim == 2
-                                and problem.geometry.n_angles == 2
-                                and isinstance(self.potential, PairPotential)
-                                and self.potential.epsilon > 0)
+        # There the pairing move applies (whenever alpha > 0), and the search needs a larger
+        # budget than elsewhere (docs/solver.md has the measurements).
+        self.pairing_applies = self.pairing and two_angles and field is None
         two_angle = self.pairing_applies and needs_prior and self.n_expected <= 400
         if hops is None:
             hops = TWO_ANGLE_HOPS if two_angle else min(400, 80 + 6 * self.n_expected)
@@ -211,11 +213,34 @@ class SearchDriver:
             "patience": self.patience, "batch": self.batch, "grid_spacing": grid_spacing,
             "max_atoms": self.max_atoms, "max_iterations": self.max_iterations,
             "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
-            "lattice_start": self.lattice_start, "pairing": self.pairing,
+            "lattice_start": self.lattice_start, "pairing": self.pairing, "hull": self.hull,
             "initial": None if initial is None else digest(self.state.positions, self.state.species),
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
             self._load_checkpoint()
+
+    def _add_hull(self, hull, default_on, needs_prior):
+        """Add the hull pressure (:mod:`atomtomo.hull_prior`) to the potential; returns ``h``.
+
+        Default: :data:`~atomtomo.hull_prior.TWO_ANGLE_HULL` for two angles in 2D with a pair
+        prior, where the prior alone decides between pairings, else off.
+        """
+        from ..hull_prior import TWO_ANGLE_HULL, WithHullPressure
+
+        if hull is None:
+            hull = TWO_ANGLE_HULL if default_on else 0.0
+        hull = float(hull)
+        if hull <= 0:
+            return 0.0
+        if self.problem.ndim != 2:
+            raise InputError("ADCG option hull needs 2D data (a plane-by-plane 3D run uses it "
+                             "for its planes)")
+        if not needs_prior or self.potential.epsilon <= 0:
+            raise InputError("ADCG option hull is part of the energy term: use it with --alpha > 0 "
+                             "or auto and a potential other than 'none'")
+        self.potential = WithHullPressure(self.potential, hull)
+        self.objective = AtomObjective(self.problem, self.potential, self.alpha)
+        return hull
 
     def _add_lattice_prior(self, beta, needs_prior):
         """Fit a lattice to the data and add a well at each of its sites to the potential."""
@@ -614,6 +639,7 @@ class SearchDriver:
             "sweeps": self.sweep,
             "start": self.start,
             **({"lattice_prior": self.lattice} if self.lattice else {}),
+            **({"hull": self.hull} if self.hull else {}),
             "n_atoms": final.n,
             "atom_data_energy": self.atom_energy,
             "seed": self.seed,
