@@ -50,7 +50,8 @@ from .potentials import Potential
 
 __all__ = ["HullPressure", "WithHullPressure", "hull_area", "hull_vertices", "TWO_ANGLE_HULL"]
 
-#: Default ``h`` for two angles in 2D with a pair prior (docs/solver.md has the measurements).
+#: Default ``h`` for two angles along zone axes in 2D with a pair prior (docs/solver.md has the
+#: measurements; :mod:`atomtomo.solvers.zone_axes` tells zone axes from the data).
 TWO_ANGLE_HULL = 3.0
 
 

@@ -212,13 +212,13 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         basin-hopping move that anneals the pairing of the two projections' coordinates under
         the pair potential, see :mod:`.pair_annealing`; default on), hull (2D: weight ``h``,
         in bonds per bond length squared, of a pressure on the atoms' convex hull added to the
-        potential, see :mod:`atomtomo.hull_prior`; default 3 for two angles with a pair prior,
-        else 0), layers (3D single-axis
-        data of a crystal whose planes lie across the tilt axis: "auto" (default) reconstructs
-        plane by plane in 2D and polishes the stack in 3D when the data split into planes,
-        "on" requires it, "off" never; see :mod:`.layers`), jobs (worker processes for the
-        planes of a plane-by-plane run; default 1),
-        time_limit (seconds for the global search), tol.
+        potential, see :mod:`atomtomo.hull_prior`; default 3 for two angles with a pair prior
+        when both projections run along zone axes, :mod:`.zone_axes`, else 0), layers (3D
+        single-axis data of a crystal whose planes lie across the tilt axis: "auto" (default)
+        reconstructs plane by plane in 2D and polishes the stack in 3D when the data split into
+        planes, "on" requires it, "off" never; see :mod:`.layers`), jobs (worker processes for
+        the planes of a plane-by-plane run; default 1), time_limit (seconds for the global
+        search), tol.
     """
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)
 

@@ -223,10 +223,16 @@ class SearchDriver:
         """Add the hull pressure (:mod:`atomtomo.hull_prior`) to the potential; returns ``h``.
 
         Default: :data:`~atomtomo.hull_prior.TWO_ANGLE_HULL` for two angles in 2D with a pair
-        prior, where the prior alone decides between pairings, else off.
+        prior, where the prior alone decides between pairings, when both projections run along
+        low-index zone axes (:mod:`.zone_axes`; off them it makes results worse), else off.
         """
         from ..hull_prior import TWO_ANGLE_HULL, WithHullPressure
+        from .zone_axes import along_zone_axes
 
+        self.coherence = None
+        if default_on:
+            aligned, self.coherence = along_zone_axes(self.problem)
+            default_on = aligned
         if hull is None:
             hull = TWO_ANGLE_HULL if default_on else 0.0
         hull = float(hull)
@@ -640,6 +646,8 @@ class SearchDriver:
             "start": self.start,
             **({"lattice_prior": self.lattice} if self.lattice else {}),
             **({"hull": self.hull} if self.hull else {}),
+            **({"column_coherence": ",".join(f"{c:.2f}" for c in self.coherence)}
+               if self.coherence is not None and len(self.coherence) else {}),
             "n_atoms": final.n,
             "atom_data_energy": self.atom_energy,
             "seed": self.seed,

@@ -1,0 +1,73 @@
+r"""Do the projections of 2D data run along low-index zone axes? (Atom columns in the data.)
+
+A crystal seen along a low-index lattice row projects its atoms into columns: in the
+projection, peaks spaced by the distance ``d`` between neighbouring rows, ``d = a`` (square
+[10]), ``0.87 a`` (hexagonal nearest-neighbour rows), ``0.71 a`` (square [11]) or ``a / 2``
+(the hexagonal second family), for bond length ``a``. By the projection-slice theorem the 1D
+Fourier transform of a projection at frequency ``f`` is the crystal's 2D transform along the
+detector direction, which has a Bragg peak of the full weight ``sum_i w_i`` where the detector
+runs along a reciprocal lattice vector. So the *column coherence* of projection ``p``,
+
+.. math::
+
+    C = \max_{f \in [1 / 1.15 a,\; 1 / 0.48 a]} \frac{|\hat p(f)|}
+        {\hat p(0)\, e^{-2 \pi^2 \sigma^2 f^2}\, \mathrm{sinc}(f \Delta)},
+
+(``sigma`` the atom width, ``Delta`` the pixel; the denominator is what a perfect column
+pattern would give, the atoms' Gaussian and the pixel's box taken out), is near 1 along a
+low-index zone axis and well below it elsewhere: the line ``f`` misses the low-order Bragg
+peaks. Defects lower it (a dislocation's extra half-row to 0.4-0.5 along one beam); rows of
+higher index (square [21], ``d = 0.45 a``) fall outside the band.
+
+Measured on blind cases (``benchmarks/bench_suite.py``, 1 % noise): two zone axes, misaligned
+by up to 1 degree, 32 cases: the smaller of the two values 0.39-1.0, the larger 0.80-1.08;
+arbitrary angles and orientations, 8 + 10 cases: the smaller 0.13-0.43, the larger at most 0.83,
+and where the smaller exceeded 0.35 the larger stayed at or below 0.67.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Band of row spacings searched, in bond lengths.
+ROW_SPACINGS = (0.48, 1.15)
+#: Both projections show columns when the smaller coherence reaches the first value and the
+#: larger the second (the measurements in the module docstring).
+ZONE_AXIS_COHERENCE = (0.35, 0.75)
+
+
+def column_coherence(data, geometry, sigma: float, bond_length: float,
+                     n_frequencies: int = 400) -> np.ndarray:
+    """Column coherence ``C`` (module docstring) of each projection of 2D data: ``(n_angles,)``.
+
+    Parameters
+    ----------
+    data : (n_angles, n_pixels) array
+    geometry : Geometry
+        2D geometry of the data (its pixel centres and pixel size).
+    sigma, bond_length : float
+        Atom width and bond length, in the data's length unit.
+    """
+    p = np.asarray(data, dtype=float)
+    t = geometry.pixel_centres()
+    lo, hi = ROW_SPACINGS
+    f = np.linspace(1.0 / (hi * bond_length), 1.0 / (lo * bond_length), int(n_frequencies))
+    spectrum = np.abs(p @ np.exp(-2j * np.pi * t[:, None] * f[None, :]))  # (n_angles, n_f)
+    perfect = np.exp(-2.0 * np.pi ** 2 * sigma ** 2 * f ** 2) * np.sinc(f * geometry.pixel_size)
+    total = p.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = np.max(spectrum / perfect[None, :], axis=1) / total
+    return np.where(total > 0, c, 0.0)
+
+
+def along_zone_axes(problem) -> tuple[bool, np.ndarray]:
+    """Whether every projection of a 2D problem shows atom columns, and the coherences.
+
+    Needs the bond length; without it (or in 3D) the answer is ``False``.
+    """
+    if problem.ndim != 2 or not problem.bond_length:
+        return False, np.zeros(0)
+    c = column_coherence(problem.data, problem.model.geometry, problem.sigma,
+                         problem.bond_length)
+    low, high = ZONE_AXIS_COHERENCE
+    return bool(c.min() >= low and c.max() >= high), c
