@@ -77,6 +77,8 @@ def test_plane_by_plane_recovers_an_fcc_particle_from_two_and_three_angles(fcc55
         assert rec.info["layers"] == 5 and rec.info["start"] == "layers"
         m = match_atoms(rec.configuration, fcc55, 0.1 * bond)
         assert m.f1 == 1.0, (angles, m.as_dict())
+        # the planes' searches from two angles use the hull pressure (solver.md), from three not
+        assert rec.info.get("layer_hull", 0.0) == (3.0 if len(angles) == 2 else 0.0)
 
 
 def test_killed_and_resumed_layered_run_matches_uninterrupted(tmp_path, fcc55):

@@ -346,6 +346,9 @@ class LayeredRun:
             info["restacked_planes"] = ",".join(restacked)
         if isinstance(self.alpha, str):
             info["layer_alphas"] = ",".join(f"{i['alpha']:g}" for i in planes_info)
+        hull = max(i.get("hull", 0.0) for i in planes_info)
+        if hull:  # the planes' searches used the hull pressure (two angles), not the 3D polish
+            info["layer_hull"] = hull
         return Reconstruction(result.configuration, info, self.history)
 
     def _restack(self, planes, per_plane, t0):
@@ -415,7 +418,8 @@ class LayeredRun:
         self.layer_info[k] = {"layer": k + 1, "y": layer.y, "n_atoms": result.info["n_atoms"],
                               "alpha": result.info["alpha"], "hops": result.info["hops"],
                               "iterations": result.info["iterations"],
-                              "runtime_s": result.info["runtime_s"]}
+                              "runtime_s": result.info["runtime_s"],
+                              "hull": result.info.get("hull", 0.0)}
         self.history.extend({"layer": k + 1, **h} for h in result.history)
         self._save(t0)
         part = self._part(f"layer{k}")
