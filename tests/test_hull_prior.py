@@ -133,7 +133,7 @@ def test_reconstruction_reports_the_hull_weight():
 
     problem, truth = _problem(noise=0.01)
     result = reconstruct_adcg(problem, alpha="auto", seed=0, hops=40, patience=20)
-    assert result.info["hull"] == 3.0
+    assert result.info["hull"] == 3.0 and result.info["potential"] == "LennardJones"
     assert [float(c) > 0.9 for c in result.info["column_coherence"].split(",")] == [True, True]
     from atomtomo.metrics import match_atoms
 

@@ -104,6 +104,13 @@ def lattice_sites(positions, bond_length, box, min_gap=0.6):
     return sites[np.sort(first)]
 
 
+def _innermost(potential):
+    """The potential under any wrappers (hull pressure, lattice well, neighbour field)."""
+    while hasattr(potential, "base"):
+        potential = potential.base
+    return potential
+
+
 class SearchDriver:
     """Runs ADCG + basin hopping as resumable iterations; see :func:`reconstruct_adcg`."""
 
@@ -639,7 +646,8 @@ class SearchDriver:
             "data_discrepancy": terms["discrepancy"],
             "data_energy": terms["data"],
             "energy": terms["energy"],
-            "potential": type(self.potential).__name__,
+            # the pair potential itself: the hull and lattice terms are named by their own keys
+            "potential": type(_innermost(self.potential)).__name__,
             "iterations": self.iteration,
             "hops": self.hop,
             "sweeps": self.sweep,

@@ -346,9 +346,9 @@ class LayeredRun:
             info["restacked_planes"] = ",".join(restacked)
         if isinstance(self.alpha, str):
             info["layer_alphas"] = ",".join(f"{i['alpha']:g}" for i in planes_info)
-        hull = max(i.get("hull", 0.0) for i in planes_info)
-        if hull:  # the planes' searches used the hull pressure (two angles), not the 3D polish
-            info["layer_hull"] = hull
+        hulls = [i.get("hull", 0.0) for i in planes_info]
+        if any(hulls):  # planes' searches used the hull pressure (two zone axes); the polish not
+            info["layer_hull"] = ",".join(f"{h:g}" for h in hulls)
         return Reconstruction(result.configuration, info, self.history)
 
     def _restack(self, planes, per_plane, t0):
