@@ -7,6 +7,7 @@ from atomtomo.errors import InputError
 from atomtomo.lattice_prior import LatticeWell, WithLatticeWell
 from atomtomo.potentials import make_potential
 from atomtomo.solvers.lattice_seed import _basis, lattice_sites
+from gradients import finite_difference  # tests/gradients.py
 
 SPACING = 0.15
 BOX = np.array([[-0.5, 0.5], [-0.5, 0.5]])
@@ -38,14 +39,7 @@ def test_gradient_matches_finite_differences():
     x = x + np.random.default_rng(2).normal(scale=0.02 * SPACING, size=x.shape)
     e, g = pot.energy_and_gradient(x)
     assert e == pytest.approx(pot.energy(x))
-    h = 1e-7
-    num = np.zeros_like(x)
-    for i in range(len(x)):
-        for k in range(2):
-            xp, xm = x.copy(), x.copy()
-            xp[i, k] += h
-            xm[i, k] -= h
-            num[i, k] = (pot.energy(xp) - pot.energy(xm)) / (2 * h)
+    num = finite_difference(pot, x, h=1e-7)
     assert np.allclose(g, num, rtol=1e-5, atol=1e-6 * np.abs(num).max())
 
 
