@@ -77,6 +77,7 @@ def run_case(label, phantom, params, kind, n_angles, noise, alpha, seed=0, hops=
     return {
         "case": label, "kind": kind, "angles": n_angles, "angles_deg": [round(a, 2) for a in deg],
         "noise": noise, "alpha": str(alpha), "alpha_used": rec.info["alpha"],
+        "hull": rec.info.get("hull", 0.0),
         "f1": m["f1"], "mean_distance_over_spacing": (m["mean_distance"] or 0) / spacing,
         "found": m["n_found"], "true": m["n_true"], "search_quality": quality,
         "seconds": seconds,
