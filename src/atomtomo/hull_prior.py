@@ -145,11 +145,7 @@ def hull_vertices(points) -> np.ndarray:
 
 def hull_area(points) -> float:
     """Area of the convex hull of 2D ``points`` (0 for fewer than three or collinear points)."""
-    x = np.asarray(points, float)
-    v = x[hull_vertices(x)]
-    if len(v) < 3:
-        return 0.0
-    return 0.5 * float(np.sum(v[:, 0] * np.roll(v[:, 1], -1) - np.roll(v[:, 0], -1) * v[:, 1]))
+    return float(chain_area(np.ascontiguousarray(points, dtype=float)))
 
 
 class HullPressure:

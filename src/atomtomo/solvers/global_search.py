@@ -163,8 +163,7 @@ class SearchDriver:
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
             from ..lattice_prior import WithLatticeWell
 
-            self.potential = WithLatticeWell(self.potential, field)
-            self.objective = AtomObjective(problem, self.potential, self.alpha)
+            self._extend_prior(WithLatticeWell(self.potential, field))
         self.atom_energy = self.objective.atom_energy
         self.n_expected = expected_atom_count(problem)
         self.max_atoms = int(max_atoms) if max_atoms else int(3 * self.n_expected + 20)
@@ -248,12 +247,20 @@ class SearchDriver:
         if self.problem.ndim != 2:
             raise InputError("ADCG option hull needs 2D data (a plane-by-plane 3D run uses it "
                              "for its planes)")
-        if not needs_prior or self.potential.epsilon <= 0:
-            raise InputError("ADCG option hull is part of the energy term: use it with --alpha > 0 "
-                             "or auto and a potential other than 'none'")
-        self.potential = WithHullPressure(self.potential, hull)
-        self.objective = AtomObjective(self.problem, self.potential, self.alpha)
+        self._require_energy_term("ADCG option hull", needs_prior)
+        self._extend_prior(WithHullPressure(self.potential, hull))
         return hull
+
+    def _require_energy_term(self, option, needs_prior):
+        """Refuse an option that adds to the energy term when there is none."""
+        if not needs_prior or self.potential.epsilon <= 0:
+            raise InputError(f"{option} is part of the energy term: use it with --alpha > 0 "
+                             "or auto and a potential other than 'none'")
+
+    def _extend_prior(self, potential):
+        """Make ``potential`` (the current one plus a term) the prior of the objective."""
+        self.potential = potential
+        self.objective = AtomObjective(self.problem, potential, self.alpha)
 
     def _add_lattice_prior(self, beta, needs_prior):
         """Fit a lattice to the data and add a well at each of its sites to the potential."""
@@ -263,15 +270,12 @@ class SearchDriver:
         problem = self.problem
         if problem.ndim != 2 or not problem.bond_length:
             raise InputError("lattice_prior needs 2D data and the bond length")
-        if not needs_prior or self.potential.epsilon <= 0:
-            raise InputError("lattice_prior is part of the energy term: use it with --alpha > 0 "
-                             "or auto and a potential other than 'none'")
+        self._require_energy_term("lattice_prior", needs_prior)
         fits = [c for c in lattice_candidates(self.objective, problem.bond_length) if c["grains"] == 1]
         best = min(fits, key=lambda c: c["misfit"])
         well = LatticeWell(best["basis"], best["origin"], beta * self.potential.epsilon,
                            WELL_WIDTH * problem.bond_length)
-        self.potential = WithLatticeWell(self.potential, well)
-        self.objective = AtomObjective(problem, self.potential, self.alpha)
+        self._extend_prior(WithLatticeWell(self.potential, well))
         self.lattice = best["label"]
 
     # -- the run ------------------------------------------------------------------------------
