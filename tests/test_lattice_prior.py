@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from atomtomo.errors import InputError
-from atomtomo.lattice_prior import LatticeWell, WithLatticeWell
+from atomtomo.lattice_prior import LatticeWell, WithLatticeWell, fit_well
 from atomtomo.potentials import make_potential
 from atomtomo.solvers.lattice_seed import _basis, lattice_sites
 from gradients import finite_difference  # tests/gradients.py
@@ -60,26 +60,34 @@ def test_degenerate_basis_is_an_input_error():
         LatticeWell([[1.0, 2.0], [0.5, 1.0]], (0, 0), 1.0, 0.1)
 
 
-def test_reconstruction_with_lattice_prior_reports_the_lattice_and_finds_the_crystal():
-    """Two zone axes of a hexagonal crystal with a vacancy: the fitted lattice is written into
-    the output, and the atoms are recovered."""
+def _two_angle_crystal(radius=0.25, vacancy=2, detector=90, pixel=1 / 64, noise_seed=1):
+    """A hexagonal crystal with a vacancy seen along two zone axes, 1 % noise: problem, truth."""
     from atomtomo import ForwardModel, Geometry
-    from atomtomo.metrics import match_atoms
-    from atomtomo.solvers.adcg import reconstruct_adcg
     from atomtomo.solvers.problem import Problem
 
     theta = np.radians(10.0)
     sites = lattice_sites("hexagonal", SPACING, theta, np.zeros(2), BOX)
-    truth = np.delete(sites[np.linalg.norm(sites, axis=1) < 0.33], 3, axis=0)
+    truth = np.delete(sites[np.linalg.norm(sites, axis=1) < radius], vacancy, axis=0)
     geo = Geometry.from_angles(2, [theta + np.pi / 2, theta + np.pi / 2 + np.radians(60.0)],
-                               110, 1 / 80)
+                               detector, pixel)
     model = ForwardModel(geo, SPACING / 6)
     y = model.project(truth)
     std = 0.01 * y.max()
-    y = y + np.random.default_rng(0).normal(scale=std, size=y.shape)
-    problem = Problem(model, y, BOX, bond_length=SPACING, noise_std=std)
+    y = y + np.random.default_rng(noise_seed).normal(scale=std, size=y.shape)
+    return Problem(model, y, BOX, bond_length=SPACING, noise_std=std), truth
+
+
+def test_reconstruction_with_lattice_prior_reports_the_lattice_and_finds_the_crystal():
+    """Two zone axes of a hexagonal crystal with a vacancy: the lattice fitted to the atoms is
+    written into the output, and the atoms are recovered."""
+    from atomtomo.metrics import match_atoms
+    from atomtomo.solvers.adcg import reconstruct_adcg
+
+    problem, truth = _two_angle_crystal(radius=0.33, vacancy=3, detector=110, pixel=1 / 80,
+                                        noise_seed=0)
     result = reconstruct_adcg(problem, alpha="auto", seed=0, lattice_prior=10, hops=60)
     assert result.info["lattice_prior"].startswith("hexagonal lattice")
+    assert result.info["lattice_prior"].endswith("(fitted to the atoms)")
     assert match_atoms(result.configuration, truth, 0.1 * SPACING).f1 >= 0.95
 
 
@@ -92,3 +100,59 @@ def test_lattice_prior_needs_an_energy_term():
     problem = Problem(model, np.zeros(model.geometry.data_shape), BOX, bond_length=SPACING)
     with pytest.raises(InputError, match="lattice_prior"):
         reconstruct_adcg(problem, alpha=0.0, lattice_prior=3)
+
+
+def test_fit_well_turns_a_lattice_onto_the_atoms_despite_an_interstitial():
+    """Started 3 degrees and a fifth of a spacing off, the fit lands on the atoms' lattice; an
+    interstitial and a pushed neighbour do not pull it away."""
+    theta, shift = np.radians(25.0), np.array([0.013, -0.021])
+    sites = lattice_sites("hexagonal", SPACING, theta, shift, BOX)
+    atoms = sites[np.linalg.norm(sites - shift, axis=1) < 0.3].copy()
+    atoms = np.vstack([atoms, atoms[0] + 0.5 * (atoms[1] - atoms[0]) + [0.0, 0.02]])
+    atoms[2] += 0.2 * SPACING
+    wrong = np.radians(28.0)
+    start = LatticeWell(_basis("hexagonal", SPACING, wrong), shift + [0.2 * SPACING, 0.0], 3.0,
+                        0.15 * SPACING)
+    fitted = fit_well(start, atoms)
+    truth = LatticeWell(_basis("hexagonal", SPACING, theta), shift, 3.0, 0.15 * SPACING)
+    on_sites = np.delete(atoms, [2, len(atoms) - 1], axis=0)
+    assert np.abs(fitted.offsets(on_sites)).max() < 0.01 * SPACING  # started 0.2-0.25 off
+    assert fitted.depth == start.depth and fitted.width == start.width
+    assert truth.atom_energies(on_sites).max() < 1e-12
+
+
+def test_fit_well_refuses_bad_points():
+    well = LatticeWell(np.eye(2) * SPACING, (0, 0), 1.0, 0.1)
+    with pytest.raises(InputError, match="fit_well"):
+        fit_well(well, np.zeros((0, 2)))
+    with pytest.raises(InputError, match="fit_well"):
+        fit_well(well, np.zeros((4, 3)))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_run_killed_after_the_lattice_fit_resumes_to_the_same_result(tmp_path):
+    """The lattice fitted to the atoms is part of the checkpoint: a run killed in the search
+    that follows the fit resumes under the same well and ends where an uninterrupted run ends."""
+    from atomtomo.solvers.adcg import reconstruct_adcg
+
+    problem, _ = _two_angle_crystal()
+    options = dict(alpha=0.01, seed=2, lattice_prior=3, hops=12, sweeps=2)
+    records = []
+    full = reconstruct_adcg(problem, callback=records.append, **options)
+    assert full.info["lattice_prior"].endswith("(fitted to the atoms)")
+    fit = next(r["iteration"] for r in records if r["phase"] == "lattice")
+
+    def kill(record):
+        if record["iteration"] == fit + 2:
+            raise Killed
+
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(Killed):
+        reconstruct_adcg(problem, checkpoint=ckpt, callback=kill, **options)
+    resumed = reconstruct_adcg(problem, checkpoint=ckpt, resume=True, **options)
+    assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
+    assert resumed.info["objective"] == full.info["objective"]
+    assert resumed.info["lattice_prior"] == full.info["lattice_prior"]

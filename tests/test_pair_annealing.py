@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from atomtomo.hull_prior import WithHullPressure
+from atomtomo.lattice_prior import LatticeWell, WithLatticeWell
 from atomtomo.potentials import make_potential
 from atomtomo.solvers import pair_annealing
 from atomtomo.solvers.pair_annealing import anneal_pairing
@@ -20,6 +21,13 @@ def _hexagonal_block(a=0.12, n=5):
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     x = np.stack([i + 0.5 * j, np.sqrt(3) / 2 * j], -1).reshape(-1, 2) * a
     return x - x.mean(axis=0)
+
+
+def _hexagonal_well(a=0.12, beta=3.0):
+    """A lattice well on the sites of :func:`_hexagonal_block` (the same basis and origin)."""
+    basis = a * np.array([[1.0, 0.5], [0.0, np.sqrt(3) / 2]])
+    origin = _hexagonal_block(a)[0]  # a site of the block
+    return LatticeWell(basis, origin, beta, 0.15 * a)
 
 
 def _scramble(x, m, rng, k):
@@ -84,12 +92,27 @@ def test_hull_pressure_is_part_of_the_swap_energy():
     assert change == pytest.approx(prior.energy(y) - prior.energy(x), abs=1e-3 * abs(lj.energy(x)))
 
 
+def test_lattice_well_is_part_of_the_swap_energy():
+    """With a lattice well (and a hull) the change also holds the well's one-body change."""
+    lj = make_potential("lj", 0.12, 2)
+    well = _hexagonal_well()
+    assert np.allclose(well.atom_energies(_hexagonal_block()), 0.0, atol=1e-12)
+    prior = WithHullPressure(WithLatticeWell(lj, well), 3.0)
+    m = _directions(20, 95)
+    x = _scramble(_hexagonal_block(), m, np.random.default_rng(1), 6)
+    y, change = anneal_pairing(x, m, prior, BOX, np.random.default_rng(0))
+    assert change < 0
+    assert change == pytest.approx(prior.energy(y) - prior.energy(x), abs=1e-3 * abs(lj.energy(x)))
+
+
 @pytest.mark.skipif(not pair_annealing.COMPILED, reason="numba not installed")
-@pytest.mark.parametrize("hull", [0.0, 3.0])
+@pytest.mark.parametrize("hull", [0.0, 3.0, "well"])
 @pytest.mark.parametrize("fallback", ["scalar loops in Python", "array version"])
 def test_compiled_kernel_matches_the_uncompiled_versions(monkeypatch, fallback, hull):
     lj = make_potential("lj", 0.12, 2)
-    if hull:
+    if hull == "well":
+        lj = WithHullPressure(WithLatticeWell(lj, _hexagonal_well()), 3.0)
+    elif hull:
         lj = WithHullPressure(lj, hull)
     m = _directions(10, 100)
     x = _scramble(_hexagonal_block(), m, np.random.default_rng(5), 6)

@@ -207,8 +207,9 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         energies), sweeps (simulated-annealing sweeps over positions before basin hopping),
         lattice_start (2D: also start from lattices fitted to the data; default on when the
         bond length is known), lattice_prior (2D: weight ``beta``, in bonds, of a well at every
-        site of the lattice that fits the data best, added to the potential; default 0, off;
-        see :mod:`atomtomo.lattice_prior`), pairing (2D, two angles, pair potential: a
+        site of a lattice fitted to the search's atoms, added to the potential for a second
+        search; default 3 for two angles with a pair prior when both projections run along
+        zone axes, else 0, off; see :mod:`atomtomo.lattice_prior`), pairing (2D, two angles, pair potential: a
         basin-hopping move that anneals the pairing of the two projections' coordinates under
         the pair potential, see :mod:`.pair_annealing`; default on), hull (2D: weight ``h``,
         in bonds per bond length squared, of a pressure on the atoms' convex hull added to the

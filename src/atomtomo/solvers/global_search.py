@@ -21,6 +21,10 @@ then polishes it with the same add/move/prune steps as ADCG, and accepts it by t
 rule at a temperature (in units of one atom's data energy) that decreases geometrically, so the
 search anneals from exploration to descent. The best configuration seen is returned.
 
+With a lattice prior (by default two angles along zone axes in 2D) a second stage follows: a
+lattice is fitted to the best configuration's atoms (:func:`~atomtomo.lattice_prior.fit_well`),
+a well at its sites joins the prior, and basin hopping goes on with a third of the budget.
+
 :class:`SearchDriver` runs the whole reconstruction as a sequence of iterations (ADCG
 iterations, then hops), so that it can checkpoint after each one and resume exactly.
 """
@@ -48,6 +52,8 @@ PAIRING = 0.2
 
 #: Default basin-hopping budget for two angles in 2D with a pair prior (patience: half of it).
 TWO_ANGLE_HOPS = 1200
+#: Default ``lattice_prior`` (weight of the lattice well, in bonds) for two zone axes in 2D.
+TWO_ANGLE_LATTICE = 3.0
 
 #: Starting temperature of the refine stage of ``alpha="auto"``, relative to the first stage's.
 REFINE_TEMPERATURE = 0.3
@@ -118,7 +124,7 @@ class SearchDriver:
                  max_iterations=None, checkpoint=None, resume=False, callback=None,
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
-                 lattice_start=None, lattice_prior=0.0, pairing=True, hull=None, field=None):
+                 lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -151,15 +157,29 @@ class SearchDriver:
 
         self.alpha = AUTO_SEARCH_ALPHA if self.auto_alpha else alpha
         self.objective = AtomObjective(problem, self.potential, self.alpha)
-        self.lattice = None
-        if lattice_prior:
-            self._add_lattice_prior(float(lattice_prior), needs_prior)
         # Two angles in 2D with a pair potential: every pairing of the two projections'
-        # coordinates fits the data, so the prior alone decides (docs/solver.md).
+        # coordinates fits the data, so the prior alone decides (docs/solver.md). Along zone
+        # axes the hull pressure and the lattice stage help it decide; off them they do harm.
         pair_prior = (problem.ndim == 2 and isinstance(self.potential, PairPotential)
                       and self.potential.epsilon > 0)
         two_angles = pair_prior and problem.geometry.n_angles == 2
-        self.hull = self._add_hull(hull, two_angles and needs_prior, needs_prior)
+        self.coherence = None
+        zone_axes = False
+        if two_angles and needs_prior:
+            from .zone_axes import along_zone_axes
+
+            zone_axes, self.coherence = along_zone_axes(problem)
+        self.hull = self._add_hull(hull, zone_axes, needs_prior)
+        self.lattice = None
+        self.well, self.well_fitted = None, False
+        if lattice_prior is None:
+            lattice_prior = TWO_ANGLE_LATTICE if zone_axes else 0.0
+        self.lattice_beta = float(lattice_prior)
+        if self.lattice_beta > 0:
+            if problem.ndim != 2 or not problem.bond_length:
+                raise InputError("lattice_prior needs 2D data and the bond length")
+            self._require_energy_term("lattice_prior", needs_prior)
+        self.field = field
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
             from ..lattice_prior import WithLatticeWell
 
@@ -215,7 +235,7 @@ class SearchDriver:
         self.settings = {
             "sigma": float(problem.sigma), "seed": self.seed,
             "alpha": "auto" if self.auto_alpha else float(alpha), "potential": potential,
-            "lattice_prior": float(lattice_prior or 0.0), "hops": self.hops,
+            "lattice_prior": self.lattice_beta, "hops": self.hops,
             "patience": self.patience, "batch": self.batch, "grid_spacing": grid_spacing,
             "max_atoms": self.max_atoms, "max_iterations": self.max_iterations,
             "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
@@ -228,17 +248,13 @@ class SearchDriver:
     def _add_hull(self, hull, default_on, needs_prior):
         """Add the hull pressure (:mod:`atomtomo.hull_prior`) to the potential; returns ``h``.
 
-        Default: :data:`~atomtomo.hull_prior.TWO_ANGLE_HULL` for two angles in 2D with a pair
-        prior, where the prior alone decides between pairings, when both projections run along
-        low-index zone axes (:mod:`.zone_axes`; off them it makes results worse), else off.
+        Default (``default_on``): :data:`~atomtomo.hull_prior.TWO_ANGLE_HULL` for two angles in
+        2D with a pair prior, where the prior alone decides between pairings, when both
+        projections run along low-index zone axes (:mod:`.zone_axes`; off them it makes results
+        worse), else off.
         """
         from ..hull_prior import TWO_ANGLE_HULL, WithHullPressure
-        from .zone_axes import along_zone_axes
 
-        self.coherence = None
-        if default_on:
-            aligned, self.coherence = along_zone_axes(self.problem)
-            default_on = aligned
         if hull is None:
             hull = TWO_ANGLE_HULL if default_on else 0.0
         hull = float(hull)
@@ -262,21 +278,36 @@ class SearchDriver:
         self.potential = potential
         self.objective = AtomObjective(self.problem, potential, self.alpha)
 
-    def _add_lattice_prior(self, beta, needs_prior):
-        """Fit a lattice to the data and add a well at each of its sites to the potential."""
-        from ..lattice_prior import WELL_WIDTH, LatticeWell, WithLatticeWell
+    def _data_lattice(self):
+        """The single-grain lattice that fits the data best (:mod:`.lattice_seed`), as a well of
+        depth ``beta epsilon``: the start of the lattice fit."""
+        from ..lattice_prior import WELL_WIDTH, LatticeWell
         from .lattice_seed import lattice_candidates
 
-        problem = self.problem
-        if problem.ndim != 2 or not problem.bond_length:
-            raise InputError("lattice_prior needs 2D data and the bond length")
-        self._require_energy_term("lattice_prior", needs_prior)
-        fits = [c for c in lattice_candidates(self.objective, problem.bond_length) if c["grains"] == 1]
+        bond = self.problem.bond_length
+        fits = [c for c in lattice_candidates(self.objective, bond) if c["grains"] == 1]
         best = min(fits, key=lambda c: c["misfit"])
-        well = LatticeWell(best["basis"], best["origin"], beta * self.potential.epsilon,
-                           WELL_WIDTH * problem.bond_length)
-        self._extend_prior(WithLatticeWell(self.potential, well))
-        self.lattice = best["label"]
+        return LatticeWell(best["basis"], best["origin"], self.lattice_beta * self.potential.epsilon,
+                           WELL_WIDTH * bond)
+
+    def _use_well(self, well):
+        """Make the prior the pair potential (+ the neighbour field) + ``well`` (+ the hull
+        pressure, when on)."""
+        from ..hull_prior import WithHullPressure
+        from ..lattice_prior import WithLatticeWell
+
+        potential = _innermost(self.potential)
+        if self.field is not None:
+            potential = WithLatticeWell(potential, self.field)
+        potential = WithLatticeWell(potential, well)
+        self.well = well
+        self._extend_prior(WithHullPressure(potential, self.hull) if self.hull else potential)
+
+    def _well_label(self):
+        b = self.well.basis[:, 0]
+        kind = "square" if abs(self.well.basis[:, 0] @ self.well.basis[:, 1]) < 1e-9 * (b @ b) else "hexagonal"
+        period = 90.0 if kind == "square" else 60.0
+        return f"{kind} lattice at {np.degrees(np.arctan2(b[1], b[0])) % period:.2f} deg"
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> Reconstruction:
@@ -292,6 +323,8 @@ class SearchDriver:
                 self._hop_step(t0)
             elif self.phase == "alpha":
                 self._alpha_step()
+            elif self.phase == "lattice":
+                self._lattice_step()
             self.iteration += 1
             self._save_checkpoint(t0)
         return self._result(t0)
@@ -391,7 +424,7 @@ class SearchDriver:
     def _hop_step(self, t0):
         move = self.rng.choice(MOVES, p=self._move_probabilities())
         trial, changed = self._propose(move, self.best if self.rng.random() < 0.3 else self.state)
-        start = self.temperature * (REFINE_TEMPERATURE if self.stage == "refine" else 1.0)
+        start = self.temperature * (REFINE_TEMPERATURE if self.stage != "search" else 1.0)
         temperature = start * self.atom_energy * 0.02 ** (self.hop / max(self.hops, 1))
         trial = self._local_relax(trial, changed)
         value = self.objective.value(trial)
@@ -417,16 +450,37 @@ class SearchDriver:
             self.phase = self._after_search()
 
     def _after_search(self):
+        if self.lattice_beta > 0 and not self.well_fitted:
+            return "lattice"
         if self.auto_alpha and not self.alpha_trials:
             return "alpha"
         return "done"
+
+    def _lattice_step(self):
+        """Fit the lattice well to the search's atoms (:func:`~atomtomo.lattice_prior.fit_well`)
+        and search on with it, from the best configuration, with a third of the budget."""
+        from ..lattice_prior import fit_well
+
+        well = self._data_lattice()
+        self._use_well(fit_well(well, self.best.positions) if self.best.n else well)
+        self.well_fitted = True
+        self.lattice = self._well_label() + " (fitted to the atoms)"
+        state = self.objective.relax(self.best, max_iterations=1000)
+        self._set_current(state)
+        self.best, self.best_value = self.state.copy(), self.current_value
+        self._report("lattice", accepted=True, lattice=self.lattice)
+        self.stage = "lattice"
+        self.hops = max(self.settings["hops"] // 3, 1) if self.settings["hops"] else 0
+        self.patience = max(self.settings["patience"] // 2, 1)
+        self.hop, self.stall = 0, 0
+        self.phase = "hop" if self.hops > 0 else self._after_search()
 
     def _start_refine(self):
         """Second search stage of ``alpha="auto"``: basin hopping at the chosen alpha, from the
         ladder's configuration for it, with a third of the first stage's budget."""
         self.stage = "refine"
-        self.hops = max(self.hops // 3, 1) if self.hops else 0
-        self.patience = max(self.patience // 2, 1)
+        self.hops = max(self.settings["hops"] // 3, 1) if self.settings["hops"] else 0
+        self.patience = max(self.settings["patience"] // 2, 1)
         self.hop, self.stall = 0, 0
         self.phase = "hop" if self.hops > 0 else "done"
 
@@ -692,6 +746,8 @@ class SearchDriver:
             "runtime": self.previous_runtime + time.perf_counter() - t0,
             "alpha_trials": [(a, d) for a, d, _ in self.alpha_trials],
             "alpha_reason": getattr(self, "alpha_reason", None),
+            "well": ([*self.well.basis.ravel(), *self.well.origin]
+                     if self.well is not None and self.well_fitted else None),
         }
         arrays = {
             "state_positions": self.state.positions, "state_species": self.state.species,
@@ -726,6 +782,15 @@ class SearchDriver:
         self.previous_runtime = meta["runtime"]
         if meta.get("alpha_reason"):
             self.alpha_reason = meta["alpha_reason"]
+        if meta.get("well") is not None:  # the lattice fitted to the atoms
+            from ..lattice_prior import WELL_WIDTH, LatticeWell
+
+            w = np.asarray(meta["well"], float)
+            self._use_well(LatticeWell(w[:4].reshape(2, 2), w[4:],
+                                       self.lattice_beta * self.potential.epsilon,
+                                       WELL_WIDTH * self.problem.bond_length))
+            self.well_fitted = True
+            self.lattice = self._well_label() + " (fitted to the atoms)"
         self.state = AtomState(arrays["state_positions"], arrays["state_species"].astype(int))
         self.best = AtomState(arrays["best_positions"], arrays["best_species"].astype(int))
         self.alpha_trials = [

@@ -304,6 +304,9 @@ class LayeredRun:
         todo = [k for k in range(n) if k not in self.done]
         # max_atoms and batch are about the whole particle: the planes keep their own defaults
         per_plane = {k: v for k, v in self.options.items() if k not in ("max_atoms", "batch")}
+        # The lattice stage fits a square or hexagonal lattice; a plane of a 3D crystal may be
+        # neither (fcc {110} planes are rectangular), so planes use it only when asked to.
+        per_plane.setdefault("lattice_prior", 0.0)
         run = dict(alpha=self.alpha, seed=self.seed, resume=self.resume,
                    max_iterations=self.max_iterations, **per_plane)
         if self.jobs > 1 and len(todo) > 1:

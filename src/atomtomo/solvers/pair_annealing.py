@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..hull_prior import WithHullPressure, chain_area
+from ..lattice_prior import LatticeWell, WithLatticeWell
 
 #: Points of the pair-energy table.
 TABLE_SIZE = 2048
@@ -62,12 +63,31 @@ def _atom_energy(x, y, pos, skip_a, skip_b, table, r_max):
     return e
 
 
+def _well(x, y, well):
+    """Lattice-well energy of a point: ``well`` = (depth, 2 w^2, origin x, y, basis 2x2 row-major,
+    inverse 2x2 row-major); the nearest site is a corner of the point's cell."""
+    if well[0] == 0.0:
+        return 0.0
+    px, py = x - well[2], y - well[3]
+    c0 = np.floor(well[8] * px + well[9] * py)
+    c1 = np.floor(well[10] * px + well[11] * py)
+    best = np.inf
+    for a in range(2):
+        for b in range(2):
+            sx = well[4] * (c0 + a) + well[5] * (c1 + b)
+            sy = well[6] * (c0 + a) + well[7] * (c1 + b)
+            d2 = (px - sx) ** 2 + (py - sy) ** 2
+            if d2 < best:
+                best = d2
+    return well[0] * (1.0 - np.exp(-best / well[1]))
+
+
 def _is_partner(i, k, perm, v, species, window):
     """Whether atom ``k`` may exchange its ``v`` with atom ``i``."""
     return k != i and species[k] == species[i] and abs(v[perm[k]] - v[perm[i]]) < window
 
 
-def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, temps, pick_i,
+def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, well, temps, pick_i,
             pick_j, accept):
     """Anneal ``perm`` in place; returns the best permutation and its energy change."""
     n = u.shape[0]
@@ -108,7 +128,8 @@ def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, temp
         new = (_atom_energy(xi, yi, pos, i, j, table, r_max)
                + _atom_energy(xj, yj, pos, i, j, table, r_max)
                + _phi(np.sqrt((xi - xj) ** 2 + (yi - yj) ** 2), table, r_max))
-        d = new - old
+        d = new - old + (_well(xi, yi, well) + _well(xj, yj, well)
+                         - _well(pos[i, 0], pos[i, 1], well) - _well(pos[j, 0], pos[j, 1], well))
         old_i0, old_i1, old_j0, old_j1 = pos[i, 0], pos[i, 1], pos[j, 0], pos[j, 1]
         pos[i, 0], pos[i, 1], pos[j, 0], pos[j, 1] = xi, yi, xj, yj
         new_area = area
@@ -127,8 +148,8 @@ def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, temp
     return best, best_delta
 
 
-def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, pressure, temps, pick_i,
-                  pick_j, accept):
+def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, pressure, well, temps,
+                  pick_i, pick_j, accept):
     """:func:`_anneal` with its O(n) inner loops as array operations: the same draws and the same
     formulas (sums in another order), for installations without numba."""
     n = u.shape[0]
@@ -166,7 +187,8 @@ def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, pressure
                + float(phi(np.array([np.linalg.norm(pos[i] - pos[j])]))[0]))
         new = (energy(pi, pos, others) + energy(pj, pos, others)
                + float(phi(np.array([np.linalg.norm(pi - pj)]))[0]))
-        d = new - old
+        d = new - old + (_well(pi[0], pi[1], well) + _well(pj[0], pj[1], well)
+                         - _well(pos[i, 0], pos[i, 1], well) - _well(pos[j, 0], pos[j, 1], well))
         new_area = area
         if pressure > 0.0:
             trial = pos.copy()
@@ -187,7 +209,7 @@ def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, pressure
 def _compile():
     """Compile the kernel with numba when it is installed (the ``fast`` extra); without it the
     array version runs (the scalar loops in plain Python would be far slower)."""
-    global _phi, _atom_energy, _is_partner, _anneal
+    global _phi, _atom_energy, _well, _is_partner, _anneal
     try:
         import numba
     except ImportError:  # numba is optional (extra "fast")
@@ -195,11 +217,23 @@ def _compile():
         return False
     jit = numba.njit(cache=True, nogil=True)
     _phi, _atom_energy, _is_partner = jit(_phi), jit(_atom_energy), jit(_is_partner)
+    _well = jit(_well)
     _anneal = jit(_anneal)
     return True
 
 
 COMPILED = _compile()
+
+
+def _unwrap(potential):
+    """The hull pressure and the lattice well's parameters (:func:`_well`) of ``potential``."""
+    pressure, well = 0.0, np.zeros(12)
+    if isinstance(potential, WithHullPressure):
+        potential, pressure = potential.base, potential.pressure
+    if isinstance(potential, WithLatticeWell) and isinstance(potential.well, LatticeWell):
+        w = potential.well
+        well = np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(), w.inverse.ravel()]
+    return pressure, well
 
 
 def anneal_pairing(positions, directions, potential, box, rng, *, species=None, steps=None,
@@ -211,9 +245,10 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
     positions : (n, 2) array
     directions : (2, 2) array
         The two detectors' unit vectors (rows); they must not be parallel.
-    potential : PairPotential or atomtomo.hull_prior.WithHullPressure
-        Supplies ``pair_energy``, ``cutoff_radius``, ``epsilon`` and ``bond_length``; a pair
-        potential with a hull pressure adds the exact change of the hull term to every swap.
+    potential : PairPotential, possibly inside a WithLatticeWell and a WithHullPressure
+        Supplies ``pair_energy``, ``cutoff_radius``, ``epsilon`` and ``bond_length``; a hull
+        pressure (:mod:`atomtomo.hull_prior`) and a lattice well (:mod:`atomtomo.lattice_prior`)
+        add their exact changes to every swap.
     box : (2, 2) array
         ``[[xmin, xmax], [ymin, ymax]]``; no atom is paired outside it.
     rng : numpy.random.Generator
@@ -232,7 +267,7 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
         The best pairing found (every atom keeps its ``u``; the ``v`` are permuted; atoms that
         keep their own ``v`` are returned unchanged).
     change : float
-        Its energy change (pair energy plus hull term), ``<= 0``.
+        Its energy change (pair energy plus hull and well terms), ``<= 0``.
 
     Examples
     --------
@@ -254,9 +289,9 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
         return x.copy(), 0.0
     species = np.zeros(n, np.int64) if species is None else np.asarray(species, np.int64)
     steps = int(min(150 * n, 20000)) if steps is None else int(steps)
-    pressure = 0.0
-    if isinstance(potential, WithHullPressure):
-        potential, pressure = potential.base, potential.pressure
+    pressure, well = _unwrap(potential)
+    potential = potential.base if isinstance(potential, WithHullPressure) else potential
+    potential = potential.base if isinstance(potential, WithLatticeWell) else potential
     r_max = float(potential.cutoff_radius)
     table = potential.pair_energy(np.linspace(0.0, r_max, TABLE_SIZE))
     eps = float(potential.epsilon)
@@ -266,7 +301,7 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
     u, v = x @ m[0], x @ m[1]
     minv = np.linalg.inv(m)
     best, change = _anneal(u, v, np.arange(n), species, minv, np.asarray(box, float),
-                           window * float(potential.bond_length), table, r_max, pressure,
+                           window * float(potential.bond_length), table, r_max, pressure, well,
                            temps, pick_i, pick_j, accept)
     out = x.copy()  # atoms that keep their pairing keep their positions bit for bit
     moved = best != np.arange(n)
