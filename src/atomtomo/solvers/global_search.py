@@ -172,8 +172,8 @@ class SearchDriver:
         self.hull = self._add_hull(hull, zone_axes, needs_prior)
         self.lattice = None
         self.well, self.well_fitted = None, False
-        if lattice_prior is None:
-            lattice_prior = TWO_ANGLE_LATTICE if zone_axes else 0.0
+        if lattice_prior is None:  # a search stage: not by default when no search is asked for
+            lattice_prior = TWO_ANGLE_LATTICE if zone_axes and hops != 0 else 0.0
         self.lattice_beta = float(lattice_prior)
         if self.lattice_beta > 0:
             if problem.ndim != 2 or not problem.bond_length:
