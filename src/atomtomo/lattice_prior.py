@@ -151,7 +151,7 @@ def fit_well(well: LatticeWell, points, widths=(2.0, 1.0)) -> LatticeWell:
     whatever its distance. Nelder-Mead runs first with the width multiplied by ``widths[0]``
     (a wider basin, from a start up to a few degrees off) and then at the well's own width.
     On 16 two-angle crops with defects, fitted to the Lennard-Jones reconstruction, the angle
-    came within 0.0-0.8 degrees of the truth's where the scan was 0.2-3.5 degrees off (away
+    came within 0.1-1.0 degree of the truth's where the scan was 0.0-3.5 degrees off (away
     from dislocations, whose lattice turns across the core).
 
     Parameters

@@ -171,7 +171,7 @@ class SearchDriver:
             zone_axes, self.coherence = along_zone_axes(problem)
         self.hull = self._add_hull(hull, zone_axes, needs_prior)
         self.lattice = None
-        self.well, self.well_fitted = None, False
+        self.well = None  # the lattice well, once fitted to the atoms (the lattice stage)
         if lattice_prior is None:  # a search stage: not by default when no search is asked for
             lattice_prior = TWO_ANGLE_LATTICE if zone_axes and hops != 0 else 0.0
         self.lattice_beta = float(lattice_prior)
@@ -304,10 +304,12 @@ class SearchDriver:
         self._extend_prior(WithHullPressure(potential, self.hull) if self.hull else potential)
 
     def _well_label(self):
-        b = self.well.basis[:, 0]
-        kind = "square" if abs(self.well.basis[:, 0] @ self.well.basis[:, 1]) < 1e-9 * (b @ b) else "hexagonal"
-        period = 90.0 if kind == "square" else 60.0
-        return f"{kind} lattice at {np.degrees(np.arctan2(b[1], b[0])) % period:.2f} deg"
+        """The fitted lattice for the output, e.g. ``square lattice at 32.24 deg (...)``."""
+        b1, b2 = self.well.basis.T
+        square = abs(b1 @ b2) < 1e-9 * (b1 @ b1)
+        angle = np.degrees(np.arctan2(b1[1], b1[0])) % (90.0 if square else 60.0)
+        kind = "square" if square else "hexagonal"
+        return f"{kind} lattice at {angle:.2f} deg (fitted to the atoms)"
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> Reconstruction:
@@ -450,7 +452,7 @@ class SearchDriver:
             self.phase = self._after_search()
 
     def _after_search(self):
-        if self.lattice_beta > 0 and not self.well_fitted:
+        if self.lattice_beta > 0 and self.well is None:
             return "lattice"
         if self.auto_alpha and not self.alpha_trials:
             return "alpha"
@@ -463,8 +465,7 @@ class SearchDriver:
 
         well = self._data_lattice()
         self._use_well(fit_well(well, self.best.positions) if self.best.n else well)
-        self.well_fitted = True
-        self.lattice = self._well_label() + " (fitted to the atoms)"
+        self.lattice = self._well_label()
         state = self.objective.relax(self.best, max_iterations=1000)
         self._set_current(state)
         self.best, self.best_value = self.state.copy(), self.current_value
@@ -746,8 +747,8 @@ class SearchDriver:
             "runtime": self.previous_runtime + time.perf_counter() - t0,
             "alpha_trials": [(a, d) for a, d, _ in self.alpha_trials],
             "alpha_reason": getattr(self, "alpha_reason", None),
-            "well": ([*self.well.basis.ravel(), *self.well.origin]
-                     if self.well is not None and self.well_fitted else None),
+            "well": (None if self.well is None
+                     else [*self.well.basis.ravel(), *self.well.origin]),
         }
         arrays = {
             "state_positions": self.state.positions, "state_species": self.state.species,
@@ -789,8 +790,7 @@ class SearchDriver:
             self._use_well(LatticeWell(w[:4].reshape(2, 2), w[4:],
                                        self.lattice_beta * self.potential.epsilon,
                                        WELL_WIDTH * self.problem.bond_length))
-            self.well_fitted = True
-            self.lattice = self._well_label() + " (fitted to the atoms)"
+            self.lattice = self._well_label()
         self.state = AtomState(arrays["state_positions"], arrays["state_species"].astype(int))
         self.best = AtomState(arrays["best_positions"], arrays["best_species"].astype(int))
         self.alpha_trials = [
