@@ -170,7 +170,6 @@ class SearchDriver:
 
             zone_axes, self.coherence = along_zone_axes(problem)
         self.hull = self._add_hull(hull, zone_axes, needs_prior)
-        self.lattice = None
         self.well = None  # the lattice well, once fitted to the atoms (the lattice stage)
         if lattice_prior is None:  # a search stage: not by default when no search is asked for
             lattice_prior = TWO_ANGLE_LATTICE if zone_axes and hops != 0 else 0.0
@@ -281,14 +280,19 @@ class SearchDriver:
     def _data_lattice(self):
         """The single-grain lattice that fits the data best (:mod:`.lattice_seed`), as a well of
         depth ``beta epsilon``: the start of the lattice fit."""
-        from ..lattice_prior import WELL_WIDTH, LatticeWell
         from .lattice_seed import lattice_candidates
 
-        bond = self.problem.bond_length
-        fits = [c for c in lattice_candidates(self.objective, bond) if c["grains"] == 1]
+        fits = [c for c in lattice_candidates(self.objective, self.problem.bond_length)
+                if c["grains"] == 1]
         best = min(fits, key=lambda c: c["misfit"])
-        return LatticeWell(best["basis"], best["origin"], self.lattice_beta * self.potential.epsilon,
-                           WELL_WIDTH * bond)
+        return self._lattice_well(best["basis"], best["origin"])
+
+    def _lattice_well(self, basis, origin):
+        """A well of the run's depth (``beta epsilon``) and width at the sites of a lattice."""
+        from ..lattice_prior import WELL_WIDTH, LatticeWell
+
+        return LatticeWell(basis, origin, self.lattice_beta * self.potential.epsilon,
+                           WELL_WIDTH * self.problem.bond_length)
 
     def _use_well(self, well):
         """Make the prior the pair potential (+ the neighbour field) + ``well`` (+ the hull
@@ -465,25 +469,21 @@ class SearchDriver:
 
         well = self._data_lattice()
         self._use_well(fit_well(well, self.best.positions) if self.best.n else well)
-        self.lattice = self._well_label()
         state = self.objective.relax(self.best, max_iterations=1000)
         self._set_current(state)
         self.best, self.best_value = self.state.copy(), self.current_value
-        self._report("lattice", accepted=True, lattice=self.lattice)
-        self.stage = "lattice"
+        self._report("lattice", accepted=True, lattice=self._well_label())
+        self._start_stage("lattice")
+
+    def _start_stage(self, stage):
+        """A later search stage (``"lattice"``, ``"refine"``): basin hopping from the current
+        configuration with a third of the first stage's hops, half its patience and the cooler
+        start :data:`REFINE_TEMPERATURE`; without hops, straight on to what follows."""
+        self.stage = stage
         self.hops = max(self.settings["hops"] // 3, 1) if self.settings["hops"] else 0
         self.patience = max(self.settings["patience"] // 2, 1)
         self.hop, self.stall = 0, 0
         self.phase = "hop" if self.hops > 0 else self._after_search()
-
-    def _start_refine(self):
-        """Second search stage of ``alpha="auto"``: basin hopping at the chosen alpha, from the
-        ladder's configuration for it, with a third of the first stage's budget."""
-        self.stage = "refine"
-        self.hops = max(self.settings["hops"] // 3, 1) if self.settings["hops"] else 0
-        self.patience = max(self.settings["patience"] // 2, 1)
-        self.hop, self.stall = 0, 0
-        self.phase = "hop" if self.hops > 0 else "done"
 
     def _alpha_step(self):
         from .alpha import AUTO_SEARCH_ALPHA, alpha_ladder, choose_alpha
@@ -511,8 +511,8 @@ class SearchDriver:
         # from here on the objective is the one at the chosen alpha: best starts afresh
         self._set_current(state)
         self.best, self.best_value = self.state.copy(), self.current_value
-        if chosen >= AUTO_SEARCH_ALPHA:
-            self._start_refine()
+        if chosen >= AUTO_SEARCH_ALPHA:  # the refine stage: search on at the chosen alpha
+            self._start_stage("refine")
         else:  # a weaker prior does not break ties: searching on at it could re-pair atoms
             self.phase = "done"
 
@@ -711,7 +711,7 @@ class SearchDriver:
             "hops": self.hop,
             "sweeps": self.sweep,
             "start": self.start,
-            **({"lattice_prior": self.lattice} if self.lattice else {}),
+            **({"lattice_prior": self._well_label()} if self.well is not None else {}),
             **({"hull": self.hull} if self.hull else {}),
             **({"column_coherence": ",".join(f"{c:.2f}" for c in self.coherence)}
                if self.coherence is not None and len(self.coherence) else {}),
@@ -784,13 +784,8 @@ class SearchDriver:
         if meta.get("alpha_reason"):
             self.alpha_reason = meta["alpha_reason"]
         if meta.get("well") is not None:  # the lattice fitted to the atoms
-            from ..lattice_prior import WELL_WIDTH, LatticeWell
-
             w = np.asarray(meta["well"], float)
-            self._use_well(LatticeWell(w[:4].reshape(2, 2), w[4:],
-                                       self.lattice_beta * self.potential.epsilon,
-                                       WELL_WIDTH * self.problem.bond_length))
-            self.lattice = self._well_label()
+            self._use_well(self._lattice_well(w[:4].reshape(2, 2), w[4:]))
         self.state = AtomState(arrays["state_positions"], arrays["state_species"].astype(int))
         self.best = AtomState(arrays["best_positions"], arrays["best_species"].astype(int))
         self.alpha_trials = [

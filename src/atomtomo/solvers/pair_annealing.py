@@ -226,14 +226,17 @@ COMPILED = _compile()
 
 
 def _unwrap(potential):
-    """The hull pressure and the lattice well's parameters (:func:`_well`) of ``potential``."""
+    """The pair potential inside ``potential``, its hull pressure and its lattice well's
+    parameters (:func:`_well`; depth 0 for none)."""
     pressure, well = 0.0, np.zeros(12)
     if isinstance(potential, WithHullPressure):
         potential, pressure = potential.base, potential.pressure
-    if isinstance(potential, WithLatticeWell) and isinstance(potential.well, LatticeWell):
-        w = potential.well
-        well = np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(), w.inverse.ravel()]
-    return pressure, well
+    if isinstance(potential, WithLatticeWell):
+        if isinstance(potential.well, LatticeWell):
+            w = potential.well
+            well = np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(), w.inverse.ravel()]
+        potential = potential.base
+    return potential, pressure, well
 
 
 def anneal_pairing(positions, directions, potential, box, rng, *, species=None, steps=None,
@@ -289,9 +292,7 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
         return x.copy(), 0.0
     species = np.zeros(n, np.int64) if species is None else np.asarray(species, np.int64)
     steps = int(min(150 * n, 20000)) if steps is None else int(steps)
-    pressure, well = _unwrap(potential)
-    potential = potential.base if isinstance(potential, WithHullPressure) else potential
-    potential = potential.base if isinstance(potential, WithLatticeWell) else potential
+    potential, pressure, well = _unwrap(potential)
     r_max = float(potential.cutoff_radius)
     table = potential.pair_energy(np.linspace(0.0, r_max, TABLE_SIZE))
     eps = float(potential.epsilon)
