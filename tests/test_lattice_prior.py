@@ -79,13 +79,19 @@ def _two_angle_crystal(radius=0.25, vacancy=2, detector=90, pixel=1 / 64, noise_
 
 def test_reconstruction_with_lattice_prior_reports_the_lattice_and_finds_the_crystal():
     """Two zone axes of a hexagonal crystal with a vacancy: the lattice fitted to the atoms is
-    written into the output, and the atoms are recovered."""
+    written into the output, and the atoms are recovered. The lattice stage searched at the
+    auto search's alpha, so no refine stage repeats it after the alpha ladder."""
     from atomtomo.metrics import match_atoms
     from atomtomo.solvers.adcg import reconstruct_adcg
 
     problem, truth = _two_angle_crystal(radius=0.33, vacancy=3, detector=110, pixel=1 / 80,
                                         noise_seed=0)
-    result = reconstruct_adcg(problem, alpha="auto", seed=0, lattice_prior=10, hops=60)
+    records = []
+    result = reconstruct_adcg(problem, alpha="auto", seed=0, lattice_prior=10, hops=60,
+                              callback=records.append)
+    phases = [r["phase"] for r in records]
+    assert "hop" in phases[phases.index("lattice"):]  # the lattice stage searched
+    assert "hop" not in phases[phases.index("alpha"):]  # and nothing searched after the ladder
     assert result.info["lattice_prior"].startswith("hexagonal lattice")
     assert result.info["lattice_prior"].endswith("(fitted to the atoms)")
     assert match_atoms(result.configuration, truth, 0.1 * SPACING).f1 >= 0.95

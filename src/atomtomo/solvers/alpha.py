@@ -36,8 +36,10 @@ lattices with defects, 2 and 3 angles, 1 % noise) the F1 of the polished configu
 highest at ``alpha`` <= 0.01 and fell above it (the Lennard-Jones term favours hexagonal packing,
 so it shears square lattices: one case went from F1 1.0 at 0.01 to 0.9 at 0.03 and 0.7 at 0.1,
 and a further search at 0.03 ended at 0.25). When the rule keeps ``alpha`` = 0.01, a second,
-shorter basin-hopping stage searches on at it. When no ``alpha`` of the ladder reaches the
-target — the search did not find a configuration that explains the data — 0.01 is kept too.
+shorter basin-hopping stage searches on at it (not after the lattice stage of
+:mod:`~atomtomo.solvers.global_search`, which has just searched at it). When no ``alpha`` of
+the ladder reaches the target — the search did not find a configuration that explains the
+data — 0.01 is kept too.
 """
 
 from __future__ import annotations
