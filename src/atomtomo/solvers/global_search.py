@@ -477,11 +477,15 @@ class SearchDriver:
 
     def _start_stage(self, stage):
         """A later search stage (``"lattice"``, ``"refine"``): basin hopping from the current
-        configuration with a third of the first stage's hops, half its patience and the cooler
-        start :data:`REFINE_TEMPERATURE`; without hops, straight on to what follows."""
+        configuration with a third of the first stage's hops, a third of its patience and the
+        cooler start :data:`REFINE_TEMPERATURE`; without hops, straight on to what follows.
+
+        A third of the patience because the later stages start near their optimum: on 16 crops
+        and two poster lattices the longest run of hops without improvement in the lattice stage
+        was 163, against up to 490 in the first stage."""
         self.stage = stage
         self.hops = max(self.settings["hops"] // 3, 1) if self.settings["hops"] else 0
-        self.patience = max(self.settings["patience"] // 2, 1)
+        self.patience = max(self.settings["patience"] // 3, 1)
         self.hop, self.stall = 0, 0
         self.phase = "hop" if self.hops > 0 else self._after_search()
 
