@@ -171,6 +171,7 @@ _OPTIONS = {
     "lattice_start": boolean,
     "lattice_prior": non_negative_float,
     "pairing": boolean,
+    "grains": boolean,
     "hull": non_negative_float,
     "layers": choice("auto", "on", "off"),
     "jobs": positive_int,
