@@ -756,7 +756,8 @@ class SearchDriver:
             "discrepancy": terms["discrepancy"],
             "energy": terms["energy"],
             "alpha": self.objective.alpha,
-            "best_objective": self.best_value,
+            # the best of the run so far: the grain stage searches apart from the first result
+            "best_objective": min(self.best_value, self.rival_value),
             "hop": self.hop,
             **extra,
         }
