@@ -95,15 +95,9 @@ def test_site_annealer_bond_term_prefers_compact_occupations():
 def test_grain_pairs_find_both_grains_of_a_boundary():
     """A symmetric tilt boundary between two square grains (+-15 degrees), three angles: the
     best two-grain candidate has both orientations."""
-    from atomtomo.solvers.lattice_seed import _basis, grain_pairs
+    from atomtomo.solvers.lattice_seed import grain_pairs
 
-    left = lattice_sites("square", SPACING, np.radians(-15.0), np.zeros(2), BOX)
-    right = lattice_sites("square", SPACING, np.radians(15.0), _basis("square", SPACING, 0) @
-                          [0.4, 0.1], BOX)
-    left = left[(left[:, 0] < -0.02) & (np.linalg.norm(left, axis=1) < 0.42)]
-    right = right[(right[:, 0] > 0.05) & (np.linalg.norm(right, axis=1) < 0.42)]
-    truth = np.vstack([left, right])
-    problem = problem_for(truth, [17.0, 71.0, 133.0])
+    problem = problem_for(bicrystal(), [17.0, 71.0, 133.0])
     objective = AtomObjective(problem, make_potential("lj", SPACING, 2), 0.0)
     fits = fit_lattice(objective, SPACING, kinds=("square",), refine=3)
     best = grain_pairs(objective, SPACING, fits, keep=1)[0]

@@ -514,10 +514,10 @@ class SearchDriver:
         would scatter its grains) with :data:`GRAIN_HOPS_FACTOR` times the first stage's hops
         and half as much patience; the first search's result waits as the rival.
 
-        Measured on grain boundaries from three arbitrary angles: the first search, from
-        whichever start, ends 0.3-0.5 ``E_1`` above the relaxed truth; from the two-grain start
-        with the first stage's budget too, and with three times the budget it finds the truth
-        (search quality 0.000, F1 1.0)."""
+        Measured on grain boundaries from three arbitrary angles: the first search ends 0.3-0.5
+        ``E_1`` above the relaxed truth, and so does a search from the two-grain start with the
+        first stage's budget; from the two-grain start with three times the budget it finds the
+        truth (search quality 0.000, F1 1.0)."""
         self.rival, self.rival_value, self.rival_start = self.best.copy(), self.best_value, self.start
         state, self.grain_seed = self.grain_seed, None
         self.best, self.best_value = state.copy(), self.objective.value(state)

@@ -434,19 +434,22 @@ def scan_grains(objective: AtomObjective, kind, spacing, grains, normal, cut, mi
     than the continuous fit alone. Returns ``(misfit, grains)``."""
     box = objective.box
     grains = [(float(t), np.asarray(o, float)) for t, o in grains]
+    whole = _grain_lattices(kind, spacing, box, grains)  # the held grain's lattice, reused
     fractions = _offset_fractions(6)
     for g in (0, 1):
         best = grains[g]
         for theta in grains[g][0] + np.radians(np.arange(-span_deg, span_deg + 1e-9, step_deg)):
             basis = _basis(kind, spacing, theta)
+            frame = lattice_frame(kind, spacing, theta, box)
             for f in fractions:
-                trial = list(grains)
-                trial[g] = (float(theta), basis @ f)
-                m = greedy_misfit(objective, _two_grains(_grain_lattices(kind, spacing, box, trial),
-                                                         spacing, box, normal, cut))[0]
+                lattices = list(whole)
+                lattices[g] = lattice_sites(kind, spacing, theta, basis @ f, box, indices=True,
+                                            frame=frame)
+                m = greedy_misfit(objective, _two_grains(lattices, spacing, box, normal, cut))[0]
                 if m < misfit:
-                    misfit, best = m, trial[g]
+                    misfit, best = m, (float(theta), basis @ f)
         grains[g] = best
+        whole[g] = lattice_sites(kind, spacing, *best, box, indices=True)
     return misfit, grains
 
 
