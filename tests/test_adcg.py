@@ -173,7 +173,9 @@ def test_two_angle_budget_defaults():
     assert budget([0, 90], pairing=False) == general
     assert budget([0, 90], alpha=0.0) == general
     assert budget([0, 90], hops=10) == (10, 40)
-    # In 3D the patience stays a fifth of the hops, which cost far more there.
+    # The planes of a 3D run and 3D problems keep a fifth of the hops.
+    plane = SearchDriver(make_problem(SMALL, [0, 60, 120], bond=0.2), alpha=0.01, plane=True)
+    assert plane.patience == max(40, plane.hops // 5)
     truth3 = np.random.default_rng(0).uniform(-0.25, 0.25, size=(6, 3))
     problem3 = make_problem(truth3, [-50, 0, 50], ndim=3, detector=(40, 40), pixel=1 / 32,
                             sigma=0.03, bond=0.2)
