@@ -180,7 +180,7 @@ _OPTIONS = {
 
 def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=None,
                      initial=None, max_iterations: int | None = None, checkpoint=None,
-                     resume: bool = False, plane: bool = False, **options) -> Reconstruction:
+                     resume: bool = False, **options) -> Reconstruction:
     """Grid-free reconstruction: ADCG followed by a global basin-hopping search.
 
     Parameters
@@ -201,9 +201,6 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         Save the full search state there after every iteration (atomically).
     resume : bool
         Continue from ``checkpoint`` if it exists.
-    plane : bool
-        Set by the plane-by-plane run (:mod:`.layers`) for a plane of a 3D particle: the
-        search's default patience is then a fifth of its hops, as in 3D, not half as in 2D.
     **options
         potential ("lj" default, "none", "emt"), hops (global-search budget), patience, batch
         (atoms added per iteration; default grows with the expected count), grid_spacing,
@@ -237,7 +234,7 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
     start = time.perf_counter()
     driver = SearchDriver(problem, alpha=alpha, seed=seed, initial=initial,
                           max_iterations=max_iterations, checkpoint=checkpoint, resume=resume,
-                          callback=callback, plane=plane, **options)
+                          callback=callback, **options)
     result = driver.run()
     result.info["runtime_s"] = round(time.perf_counter() - start + driver.previous_runtime, 3)
     return result

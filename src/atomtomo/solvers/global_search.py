@@ -136,7 +136,7 @@ class SearchDriver:
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
                  lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None,
-                 grains=True, plane=False):
+                 grains=True):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -211,11 +211,7 @@ class SearchDriver:
             hops = TWO_ANGLE_HOPS if two_angle else min(400, 80 + 6 * self.n_expected)
         self.hops = int(hops)
         if patience is None:
-            # Half the hops for 2D crystals up to 400 atoms, where a run stalls for long
-            # stretches before it finds the truth; a fifth in 3D and for the planes of a 3D run,
-            # which the shorter search already solves (docs/solver.md).
-            small_2d = problem.ndim == 2 and self.n_expected <= 400 and not plane
-            patience = max(40, self.hops // 2 if (two_angle or small_2d) else self.hops // 5)
+            patience = max(40, self.hops // 2 if two_angle else self.hops // 5)
         self.patience = int(patience)
         self.temperature = float(temperature)
         # Annealing sweeps: each re-draws every atom's position from its heat-bath distribution.

@@ -253,11 +253,11 @@ class NeighbourField:
         return float(phi.sum()), grad
 
 
-def _solve_plane(problem, **run):
+def _solve_plane(plane, **run):
     """One plane's 2D reconstruction (module level, so that worker processes can run it)."""
     from .adcg import reconstruct_adcg
 
-    return reconstruct_adcg(problem, **run)
+    return reconstruct_adcg(plane, **run)
 
 
 class LayeredRun:
@@ -308,7 +308,7 @@ class LayeredRun:
         # neither (fcc {110} planes are rectangular), so planes use it only when asked to.
         per_plane.setdefault("lattice_prior", 0.0)
         run = dict(alpha=self.alpha, seed=self.seed, resume=self.resume,
-                   max_iterations=self.max_iterations, plane=True, **per_plane)
+                   max_iterations=self.max_iterations, **per_plane)
         if self.jobs > 1 and len(todo) > 1:
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -406,7 +406,7 @@ class LayeredRun:
         near = [self.done[j].positions for j in (k - 1, k + 1) if 0 <= j < n]
         field = NeighbourField(pair, np.concatenate(near), self.layers[k].y)
         driver = SearchDriver(plane, alpha=self.layer_info[k]["alpha"], seed=self.seed,
-                              field=field, plane=True, **per_plane)
+                              field=field, **per_plane)
         result = driver.run()
         objective, mine = driver.objective, self.done[k]
         old = objective.relax(objective.state_from(Configuration(
