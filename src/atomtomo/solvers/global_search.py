@@ -372,8 +372,12 @@ class SearchDriver:
         from .lattice_seed import lattice_seeds
 
         single_misfits, grain = [], None
+        # Interstitials go in before the sites relax, where the data locate them: from three
+        # angles on (at two, every crossing of two loaded beam lines is supported alike).
+        complete = self.candidates if self.problem.geometry.n_angles >= 3 else None
         for seed_state, info in lattice_seeds(self.objective, self.problem.bond_length,
-                                              tol=self.tol, per_kind=2, count=3, rng=self.rng):
+                                              tol=self.tol, per_kind=2, count=3, rng=self.rng,
+                                              candidates=complete):
             state = adcg(self.objective, seed_state, self.candidates, max_iterations=20,
                          max_atoms=self.max_atoms, batch=self.batch,
                          separation=self.separation, tol=self.tol)

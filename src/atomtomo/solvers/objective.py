@@ -180,17 +180,19 @@ class AtomObjective:
         return f, g
 
     # -- the three discrete operations -------------------------------------------------------
-    def insertion_scores(self, state: AtomState, candidates, self_energy, corr=None):
+    def insertion_scores(self, state: AtomState, candidates, self_energy, corr=None,
+                         prior: bool = True):
         """Exact change of ``F`` from adding one atom at each candidate, best species each.
 
         ``corr``: the residual's correlation with the candidates, if already known.
+        ``prior=False``: the change of the data term alone (where the data ask for an atom).
         Returns ``(delta (m,), species (m,))``.
         """
         if corr is None:
             corr = self.model.correlate(self.residual(state), candidates)
         w = self.species_weights[:, None]
         delta = w * corr[None, :] + 0.5 * w * w * self_energy[None, :]  # (n_species, m)
-        if self.uses_energy and state.n > 0:
+        if prior and self.uses_energy and state.n > 0:
             names = self.species_of(state)
             for k, name in enumerate(self.species_names):
                 delta[k] += self.energy_scale * self.potential.insertion_energy(
