@@ -67,6 +67,13 @@ class Candidates:
         self.self_energy = model.self_energy_grid(self.axes)
         self.correlate = model.grid_correlator(self.axes)  # residual -> correlation per point
 
+    def insertion_scores(self, objective, state, prior: bool = True):
+        """:meth:`AtomObjective.insertion_scores` of ``state`` at every grid point (``prior=False``:
+        the data term alone); returns ``(delta, species)``."""
+        return objective.insertion_scores(state, self.points, self.self_energy,
+                                          corr=self.correlate(objective.residual(state)),
+                                          prior=prior)
+
 
 def select_additions(points, delta, species, batch: int, separation: float, tol: float):
     """Indices of up to ``batch`` candidates with ``delta < -tol``, best first, each at least
@@ -101,9 +108,7 @@ def adcg_iteration(objective: AtomObjective, state: AtomState, candidates: Candi
     pruning only lower it.
     """
     f0 = objective.value(state)
-    r = objective.residual(state)
-    delta, species = objective.insertion_scores(state, candidates.points, candidates.self_energy,
-                                                corr=candidates.correlate(r))
+    delta, species = candidates.insertion_scores(objective, state)
     if max_atoms is not None:
         batch = min(batch, max_atoms - state.n)
     picks = select_additions(candidates.points, delta, species, batch, separation, tol)

@@ -406,9 +406,7 @@ class SearchDriver:
         if state.n > target:
             state = state.remove(np.argsort(self.objective.removal_scores(state))[: state.n - target])
         while state.n < min(target, self.max_atoms):
-            delta, species = self.objective.insertion_scores(
-                state, self.candidates.points, self.candidates.self_energy,
-                corr=self.candidates.correlate(self.objective.residual(state)))
+            delta, species = self.candidates.insertion_scores(self.objective, state)
             pick = int(np.argmin(delta))
             state = state.add(self.candidates.points[pick], species[pick])
         return state
@@ -628,9 +626,7 @@ class SearchDriver:
         """Insert k atoms one by one at good candidate points (best or one of the top five)."""
         for _ in range(k):
             points = self.candidates.points
-            delta, species = self.objective.insertion_scores(
-                state, points, self.candidates.self_energy,
-                corr=self.candidates.correlate(self.objective.residual(state)))
+            delta, species = self.candidates.insertion_scores(self.objective, state)
             top = smallest(delta, 5)
             pick = top[0] if self.rng.random() < 0.5 else self.rng.choice(top)
             state = state.add(points[pick], species[pick])

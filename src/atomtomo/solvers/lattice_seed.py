@@ -548,9 +548,7 @@ def complete_unrelaxed(objective: AtomObjective, state: AtomState, candidates, t
     relaxed = objective.relax(state)
     value = objective.value(relaxed)
     for _ in range(tries):
-        delta, species = objective.insertion_scores(
-            state, candidates.points, candidates.self_energy,
-            corr=candidates.correlate(objective.residual(state)), prior=False)
+        delta, species = candidates.insertion_scores(objective, state, prior=False)
         k = int(np.argmin(delta))
         if delta[k] >= -tol:
             break
