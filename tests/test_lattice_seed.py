@@ -136,22 +136,31 @@ def test_scan_grains_brings_a_grain_started_degrees_off_to_its_orientation():
     assert abs(np.degrees(fitted[1][0]) - 15.0) <= 1.5
 
 
-def test_interstitial_goes_in_before_the_sites_relax():
-    """An interstitial left out of a lattice occupation: relaxed first, the sites absorb its mass
-    and ADCG's frozen-neighbour add step puts it elsewhere; completed before relaxing
-    (:func:`complete_unrelaxed`), the crystal is recovered."""
+def interstitial_case():
+    """A square crystal with an interstitial from three angles (1 % noise), alpha 0.01:
+    ``(truth, problem, objective, candidates, tol, sites)``; ``sites`` are the crystal's
+    lattice sites without the interstitial."""
     from atomtomo.configuration import Configuration
     from atomtomo.phantoms.defects import add_interstitial
-    from atomtomo.solvers.adcg import Candidates, adcg, candidate_axes
-    from atomtomo.solvers.lattice_seed import complete_unrelaxed
-    from atomtomo.solvers.objective import AtomState
+    from atomtomo.solvers.adcg import Candidates, candidate_axes
 
     sites = crystal("square", 23.0, vacancies=0)
     truth = add_interstitial(Configuration(sites), spacing=SPACING)
     problem = problem_for(truth.positions, [17.0, 71.0, 133.0])
     objective = AtomObjective(problem, make_potential("lj", SPACING, 2), 0.01)
     candidates = Candidates(problem.model, candidate_axes(problem, None))
-    tol = 1e-4 * objective.atom_energy
+    return truth, problem, objective, candidates, 1e-4 * objective.atom_energy, sites
+
+
+def test_interstitial_goes_in_before_the_sites_relax():
+    """An interstitial left out of a lattice occupation: relaxed first, the sites absorb its mass
+    and ADCG's frozen-neighbour add step puts it elsewhere; completed before relaxing
+    (:func:`complete_unrelaxed`), the crystal is recovered."""
+    from atomtomo.solvers.adcg import adcg
+    from atomtomo.solvers.lattice_seed import complete_unrelaxed
+    from atomtomo.solvers.objective import AtomState
+
+    truth, problem, objective, candidates, tol, sites = interstitial_case()
     occupied = AtomState(sites, np.zeros(len(sites), int))  # the lattice start: sites only
 
     completed = complete_unrelaxed(objective, occupied, candidates, tol)

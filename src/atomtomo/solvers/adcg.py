@@ -177,6 +177,7 @@ _OPTIONS = {
     "lattice_prior": non_negative_float,
     "pairing": boolean,
     "grains": boolean,
+    "reseed": boolean,
     "hull": non_negative_float,
     "layers": choice("auto", "on", "off"),
     "jobs": positive_int,
@@ -224,7 +225,10 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         single-axis data of a crystal whose planes lie across the tilt axis: "auto" (default)
         reconstructs plane by plane in 2D and polishes the stack in 3D when the data split into
         planes, "on" requires it, "off" never; see :mod:`.layers`), jobs (worker processes for
-        the planes of a plane-by-plane run; default 1), time_limit (seconds for the global
+        the planes of a plane-by-plane run; default 1), reseed (once the search is over, when
+        its misfit misses the discrepancy target of the file's noise level, take out and refill
+        the atoms around where the data are worst explained, see :mod:`.region_reseed`;
+        default on in 2D with the default budget), time_limit (seconds for the global
         search), tol.
     """
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)

@@ -136,7 +136,7 @@ class SearchDriver:
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
                  lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None,
-                 grains=True):
+                 grains=True, reseed=None):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -207,6 +207,10 @@ class SearchDriver:
         # budget than elsewhere (docs/solver.md has the measurements).
         self.pairing_applies = self.pairing and two_angles and field is None
         two_angle = self.pairing_applies and needs_prior and self.n_expected <= 400
+        # Re-seeding where the data are left unexplained (once, at the end): by default in 2D
+        # with the default budget (an explicit one is the caller's to spend).
+        self.reseed = (problem.ndim == 2 and hops is None) if reseed is None else bool(reseed)
+        self.reseeded = False
         if hops is None:
             hops = TWO_ANGLE_HOPS if two_angle else min(400, 80 + 6 * self.n_expected)
         self.hops = int(hops)
@@ -256,7 +260,7 @@ class SearchDriver:
             "max_atoms": self.max_atoms, "max_iterations": self.max_iterations,
             "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
             "lattice_start": self.lattice_start, "pairing": self.pairing, "hull": self.hull,
-            "grains": self.grains,
+            "grains": self.grains, "reseed": self.reseed,
             "initial": None if initial is None else digest(self.state.positions, self.state.species),
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
@@ -351,6 +355,8 @@ class SearchDriver:
                 self._lattice_step()
             elif self.phase == "grains":
                 self._grain_step()
+            elif self.phase == "reseed":
+                self._reseed_step()
             self.iteration += 1
             self._save_checkpoint(t0)
         return self._result(t0)
@@ -496,7 +502,48 @@ class SearchDriver:
             return "lattice"
         if self.auto_alpha and not self.alpha_trials:
             return "alpha"
+        return self._finish()
+
+    def _final(self):
+        return self.best if self.best_value < self.current_value else self.state
+
+    def _unexplained(self, state):
+        """True when ``state`` misses the discrepancy target of :mod:`.alpha` (needs the
+        file's noise level: without it the target would be estimated from this very misfit)."""
+        from .alpha import discrepancy_target
+
+        if self.problem.noise_std is None:
+            return False
+        target = discrepancy_target(self.problem.data.size, float(self.problem.noise_std) ** 2,
+                                    self.atom_energy)
+        return self.objective.terms(state)["discrepancy"] ** 2 > target
+
+    def _finish(self):
+        """``"reseed"`` when the search has left part of the data unexplained (once, and only
+        after a search), else ``"done"``."""
+        if (self.reseed and not self.reseeded and self.settings["hops"] > 0
+                and self._final().n and self._unexplained(self._final())):
+            return "reseed"
         return "done"
+
+    def _reseed_step(self):
+        """Take out and refill the atoms around where the data are worst explained
+        (:mod:`.region_reseed`); keep the result if it lowers the objective."""
+        from .region_reseed import reseed_regions
+
+        self.reseeded = True
+        start = self._final()
+        state = reseed_regions(self.objective, start, self.candidates, self.length_scale,
+                               self.rng, self._polish, tol=self.tol,
+                               explained=lambda s: not self._unexplained(s))
+        accepted = state is not start
+        if accepted:
+            self._set_current(state)
+            self.start = f"{self.start} (re-seeded)"
+            if hasattr(self, "alpha_reason") and not self._unexplained(state):
+                self.alpha_reason += "; re-seeding a region then reached it"
+        self._report("reseed", accepted=accepted, explained=not self._unexplained(self._final()))
+        self.phase = "done"
 
     def _lattice_step(self):
         """Fit the lattice well to the search's atoms (:func:`~atomtomo.lattice_prior.fit_well`)
@@ -588,7 +635,7 @@ class SearchDriver:
         if chosen >= AUTO_SEARCH_ALPHA and self.well is None:
             self._start_stage("refine")
         else:
-            self.phase = "done"
+            self.phase = self._finish()
 
     # -- moves --------------------------------------------------------------------------------
     def _move_probabilities(self):
@@ -825,6 +872,7 @@ class SearchDriver:
             "grain_label": self.grain_label,
             "rival_value": None if self.rival is None else self.rival_value,
             "rival_start": self.rival_start,
+            "reseeded": self.reseeded,
         }
         arrays = {
             "state_positions": self.state.positions, "state_species": self.state.species,
@@ -868,6 +916,7 @@ class SearchDriver:
         self.state = AtomState(arrays["state_positions"], arrays["state_species"].astype(int))
         self.best = AtomState(arrays["best_positions"], arrays["best_species"].astype(int))
         self.grain_label = meta.get("grain_label")
+        self.reseeded = meta.get("reseeded", False)
         if "grain_seed_positions" in arrays:
             self.grain_seed = AtomState(arrays["grain_seed_positions"],
                                         arrays["grain_seed_species"].astype(int))
