@@ -387,6 +387,24 @@ def test_reconstruct_two_angles_alpha0_says_it_is_ambiguous(tmp_path, xyz2d):
     assert run("reconstruct", tilt, "-q", *fast).stderr == ""
 
 
+def test_reconstruct_says_when_the_data_are_left_unexplained(tmp_path):
+    """The result's misfit against the file's noise level: in the output (data_explained) and,
+    when it is above what the noise allows, a note on stderr (not with -q); exit status 0."""
+    needs("atomtomo.solvers.adcg", "reconstruct_adcg")
+    ase_io = pytest.importorskip("ase.io")
+    y, angles = good_data()
+    y = y + np.random.default_rng(0).normal(scale=0.01 * y.max(), size=y.shape)
+    fast = ["--option", "hops=2", "--option", "sweeps=0"]
+    for sigma, explained in ((0.03, True), (0.02, False)):  # the true atom width, a wrong one
+        tilt = write_raw_h5(tmp_path / f"s{sigma}.h5", y, angles, atom_sigma=sigma,
+                            noise_std=0.01 * y.max())
+        out = tmp_path / f"r{sigma}.xyz"
+        r = run("reconstruct", tilt, *fast, "-o", out)
+        assert ase_io.read(out).info["data_explained"] == explained
+        assert ("leaves part of the data unexplained" in r.stderr) == (not explained), r.stderr
+    assert run("reconstruct", tilt, *fast, "-q", "-o", out).stderr == ""
+
+
 def test_reconstruct_animate(tmp_path, xyz2d):
     needs("atomtomo.solvers.adcg", "reconstruct_adcg")
     needs("atomtomo.plotting", "animate_run")

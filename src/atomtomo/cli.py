@@ -882,6 +882,22 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
         for flag, path in (("history", history), ("animation", animate)):
             if path is not None:
                 _say(quiet, f"wrote {path}: {flag}")
+        if info.get("data_explained") is False:
+            _warn_unexplained(problem, info)
+
+
+def _warn_unexplained(problem, info):
+    """Say so when the result misses the discrepancy target of the file's noise level."""
+    from .solvers.alpha import discrepancy_target
+
+    target = discrepancy_target(problem.data.size, float(problem.noise_std) ** 2,
+                                float(info["atom_data_energy"]))
+    misfit = float(info["data_discrepancy"]) ** 2
+    click.echo(f"{_prefix()}: note: the result leaves part of the data unexplained (misfit "
+               f"||r||^2 {misfit:.4g} > {target:.4g}, what the file's noise_std allows; "
+               f"{(misfit - target) / float(info['atom_data_energy']):.2f} atom data energies "
+               "over): the search may have failed (try another --seed or --option hops=N), "
+               "or atom_sigma or noise_std may not fit the data", err=True)
 
 
 def _animate(tracker, recon, problem, path):

@@ -64,6 +64,17 @@ def discrepancy_target(n_data: int, noise_var: float, atom_energy: float) -> flo
     return n_data * noise_var + NOISELESS_FLOOR * atom_energy
 
 
+def explains_data(problem, discrepancy: float, atom_energy: float):
+    """Whether a misfit ``||r|| = discrepancy`` meets :func:`discrepancy_target` for the file's
+    noise level; None when the file gives none (the target would be estimated from this very
+    misfit). A result that misses it has left part of the data unexplained: the search failed,
+    or the model (``atom_sigma``, ``noise_std``) does not fit the data."""
+    if problem.noise_std is None:
+        return None
+    target = discrepancy_target(problem.data.size, float(problem.noise_std) ** 2, atom_energy)
+    return bool(discrepancy ** 2 <= target)
+
+
 def choose_alpha(driver):
     """Pick ``alpha`` from ``driver.alpha_trials`` = [(alpha, ||r||^2, state), ...].
 

@@ -510,13 +510,10 @@ class SearchDriver:
     def _unexplained(self, state):
         """True when ``state`` misses the discrepancy target of :mod:`.alpha` (needs the
         file's noise level: without it the target would be estimated from this very misfit)."""
-        from .alpha import discrepancy_target
+        from .alpha import explains_data
 
-        if self.problem.noise_std is None:
-            return False
-        target = discrepancy_target(self.problem.data.size, float(self.problem.noise_std) ** 2,
-                                    self.atom_energy)
-        return self.objective.terms(state)["discrepancy"] ** 2 > target
+        discrepancy = self.objective.terms(state)["discrepancy"]
+        return explains_data(self.problem, discrepancy, self.atom_energy) is False
 
     def _finish(self):
         """``"reseed"`` when the search has left part of the data unexplained (once, and only
@@ -815,8 +812,11 @@ class SearchDriver:
             self.callback(record)
 
     def _result(self, t0) -> Reconstruction:
+        from .alpha import explains_data
+
         final = self.best if self.best_value < self.current_value else self.state
         terms = self.objective.terms(final)
+        explained = explains_data(self.problem, terms["discrepancy"], self.atom_energy)
         info = {
             "method": "adcg",
             "alpha": self.objective.alpha,
@@ -824,6 +824,8 @@ class SearchDriver:
             "objective": terms["objective"],
             "data_discrepancy": terms["discrepancy"],
             "data_energy": terms["data"],
+            # the misfit against the file's noise level (no key without one)
+            **({"data_explained": explained} if explained is not None else {}),
             "energy": terms["energy"],
             # the pair potential itself: the hull and lattice terms are named by their own keys
             "potential": type(_innermost(self.potential)).__name__,
