@@ -505,6 +505,7 @@ class SearchDriver:
         return self._finish()
 
     def _final(self):
+        """The run's result so far: the best configuration, or the current one if it is lower."""
         return self.best if self.best_value < self.current_value else self.state
 
     def _unexplained(self, state):
@@ -537,9 +538,10 @@ class SearchDriver:
         if accepted:
             self._set_current(state)
             self.start = f"{self.start} (re-seeded)"
-            if hasattr(self, "alpha_reason") and not self._unexplained(state):
-                self.alpha_reason += "; re-seeding a region then reached it"
-        self._report("reseed", accepted=accepted, explained=not self._unexplained(self._final()))
+        explained = not self._unexplained(self._final())
+        if accepted and explained and hasattr(self, "alpha_reason"):
+            self.alpha_reason += "; re-seeding a region then reached it"
+        self._report("reseed", accepted=accepted, explained=explained)
         self.phase = "done"
 
     def _lattice_step(self):
@@ -814,7 +816,7 @@ class SearchDriver:
     def _result(self, t0) -> Reconstruction:
         from .alpha import explains_data
 
-        final = self.best if self.best_value < self.current_value else self.state
+        final = self._final()
         terms = self.objective.terms(final)
         explained = explains_data(self.problem, terms["discrepancy"], self.atom_energy)
         info = {
