@@ -8,7 +8,8 @@ separate process, and the result is scored by one-to-one matching at 0.1 x bond 
 Two sets of cases, drawn from a seed:
 
 * **Z** -- crystals imaged along 2 or 3 zone axes (:func:`atomtomo.phantoms.zone_axis_angles`),
-  each angle misaligned by up to 1 degree;
+  each angle misaligned by up to 1 degree (``--zone-pair mixed``: two angles along another pair
+  of zone axes, :data:`MIXED_PAIRS`);
 * **R** -- lattices at random orientations, seen from 2 or 3 arbitrary angles (at least 25
   degrees apart).
 
@@ -79,8 +80,22 @@ def block_crystal(rng, defects):
     return cfg
 
 
+#: Zone-axis pairs (degrees, added to the lattice's rotation) for ``--zone-pair mixed``: a square
+#: crystal seen along [10] and [11], a hexagonal one along a dense and a sparse row family.
+MIXED_PAIRS = {"square": (0.0, 45.0), "hexagonal": (30.0, 60.0)}
+
+
+def zone_angles(kind: str, rotation: float, n_angles: int, pair: str = "first") -> np.ndarray:
+    """Zone-axis tilt angles (radians): the densest axes first (``pair="first"``, the default),
+    or, for two angles, the pair of :data:`MIXED_PAIRS` (``pair="mixed"``)."""
+    if pair == "first" or n_angles != 2:
+        return zone_axis_angles(kind, rotation, n_angles)
+    angles = rotation + np.radians(MIXED_PAIRS[kind])
+    return np.pi / 2 - np.mod(np.pi / 2 - angles, np.pi)  # wrapped like zone_axis_angles
+
+
 def make_case(set_name: str, n_angles: int, seed: int, path: Path, defects=None,
-              block=False) -> dict:
+              block=False, zone_pair: str = "first") -> dict:
     """Draw one case and write its tilt series to ``path``; returns its description."""
     rng = np.random.default_rng([ord(set_name), n_angles, seed])
     if defects is None:
@@ -94,7 +109,7 @@ def make_case(set_name: str, n_angles: int, seed: int, path: Path, defects=None,
     a = truth.info["spacing"]
     kind, rotation = truth.info["lattice"], truth.info["rotation"]
     if set_name == "Z":
-        deg = np.degrees(zone_axis_angles(kind, rotation, n_angles)) + rng.uniform(-1, 1, n_angles)
+        deg = np.degrees(zone_angles(kind, rotation, n_angles, zone_pair)) + rng.uniform(-1, 1, n_angles)
     else:
         while True:
             deg = np.sort(rng.uniform(0, 180, n_angles))
@@ -178,6 +193,9 @@ def main(argv=None):
     parser.add_argument("--extra", default="", help="extra arguments for reconstruct")
     parser.add_argument("--block", action="store_true",
                         help="poster-style crystals: blocks of whole lattice rows, point defects")
+    parser.add_argument("--zone-pair", choices=("first", "mixed"), default="first",
+                        help="two zone axes: the two densest (default) or a mixed pair (square "
+                             "[10]+[11], hexagonal dense+sparse rows, 45 and 30 degrees apart)")
     parser.add_argument("--defects", default=None,
                         help="comma-separated defect kinds to draw from (default: all that fit)")
     args = parser.parse_args(argv)
@@ -190,7 +208,7 @@ def main(argv=None):
                 h5 = out / f"{s}{n}_{seed:03d}.h5"
                 case = make_case(s, n, seed, h5,
                                  None if args.defects is None else args.defects.split(","),
-                                 block=args.block)
+                                 block=args.block, zone_pair=args.zone_pair)
                 for alpha in args.alphas.split(","):
                     jobs.append((case, h5, alpha))
     rows = []
