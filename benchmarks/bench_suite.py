@@ -9,7 +9,7 @@ Two sets of cases, drawn from a seed:
 
 * **Z** -- crystals imaged along 2 or 3 zone axes (:func:`atomtomo.phantoms.zone_axis_angles`),
   each angle misaligned by up to 1 degree (``--zone-pair mixed``: two angles along another pair
-  of zone axes, :data:`MIXED_PAIRS`);
+  of zone axes, :func:`zone_angles`);
 * **R** -- lattices at random orientations, seen from 2 or 3 arbitrary angles (at least 25
   degrees apart).
 
@@ -80,18 +80,16 @@ def block_crystal(rng, defects):
     return cfg
 
 
-#: Zone-axis pairs (degrees, added to the lattice's rotation) for ``--zone-pair mixed``: a square
-#: crystal seen along [10] and [11], a hexagonal one along a dense and a sparse row family.
-MIXED_PAIRS = {"square": (0.0, 45.0), "hexagonal": (30.0, 60.0)}
-
-
 def zone_angles(kind: str, rotation: float, n_angles: int, pair: str = "first") -> np.ndarray:
-    """Zone-axis tilt angles (radians): the densest axes first (``pair="first"``, the default),
-    or, for two angles, the pair of :data:`MIXED_PAIRS` (``pair="mixed"``)."""
+    """Zone-axis tilt angles (radians) from :func:`zone_axis_angles`: the densest axes first
+    (``pair="first"``, the default) or, for two angles, a mixed pair (``pair="mixed"``): a square
+    crystal along [10] and [11], a hexagonal one along a dense and a sparse row family."""
     if pair == "first" or n_angles != 2:
         return zone_axis_angles(kind, rotation, n_angles)
-    angles = rotation + np.radians(MIXED_PAIRS[kind])
-    return np.pi / 2 - np.mod(np.pi / 2 - angles, np.pi)  # wrapped like zone_axis_angles
+    if kind == "square":  # [10], [01], [11] -> [10] and [11]
+        return zone_axis_angles(kind, rotation, 3)[[0, 2]]
+    return np.array([zone_axis_angles(kind, rotation, 1)[0],
+                     zone_axis_angles(kind, rotation, 2, dense=False)[1]])
 
 
 def make_case(set_name: str, n_angles: int, seed: int, path: Path, defects=None,
