@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from atomtomo.errors import InputError
-from atomtomo.lattice_prior import LatticeWell, WithLatticeWell, fit_well
+from atomtomo.lattice_prior import LatticeWell, SiteWell, WithLatticeWell, fit_well, strained_sites
 from atomtomo.potentials import make_potential
 from atomtomo.solvers.lattice_seed import _basis, lattice_sites
 from gradients import finite_difference  # tests/gradients.py
@@ -60,6 +60,51 @@ def test_degenerate_basis_is_an_input_error():
         LatticeWell([[1.0, 2.0], [0.5, 1.0]], (0, 0), 1.0, 0.1)
 
 
+def test_strained_well_of_a_perfect_crystal_is_the_lattice_well_around_it():
+    well = hex_well()
+    crystal = lattice_sites("hexagonal", SPACING, 0.4, np.array([0.03, -0.02]), BOX * 0.5)
+    strained = SiteWell(strained_sites(well, crystal), well)
+    near = crystal + np.random.default_rng(4).normal(scale=0.2 * SPACING, size=crystal.shape)
+    assert np.allclose(strained.atom_energies(near), well.atom_energies(near))
+
+
+def test_strained_sites_follow_an_edge_dislocation():
+    """One lattice leaves half the atoms around a dislocation more than a well width off its
+    sites; the sites the neighbours predict hold all but a few (those at the core)."""
+    from atomtomo.phantoms.defects import edge_dislocation_lattice
+
+    atoms = edge_dislocation_lattice("hexagonal", spacing=0.12, rotation=0.3).positions
+    start = LatticeWell(_basis("hexagonal", 0.12, 0.3), atoms[np.argmin(np.linalg.norm(atoms, axis=1))],
+                        1.0, 0.15 * 0.12)
+    lattice = fit_well(start, atoms)
+    strained = SiteWell(strained_sites(lattice, atoms), lattice)
+    on_site = [np.mean(np.linalg.norm(w.offsets(atoms), axis=1) < 0.15 * 0.12)
+               for w in (lattice, strained)]
+    assert on_site[0] < 0.7 and on_site[1] > 0.9
+
+
+def test_strained_well_gradient_matches_finite_differences():
+    well = hex_well(depth=5.0)
+    x = lattice_sites("hexagonal", SPACING, 0.4, np.array([0.03, -0.02]), BOX)[:12]
+    rng = np.random.default_rng(5)
+    strained = SiteWell(strained_sites(well, x + rng.normal(scale=0.1 * SPACING, size=x.shape)), well)
+    pot = WithLatticeWell(make_potential("lj", SPACING, 2), strained)
+    y = x + rng.normal(scale=0.05 * SPACING, size=x.shape)
+    e, g = pot.energy_and_gradient(y)
+    assert e == pytest.approx(pot.energy(y))
+    num = finite_difference(pot, y, h=1e-7)
+    assert np.allclose(g, num, rtol=1e-5, atol=1e-6 * np.abs(num).max())
+
+
+def test_strained_sites_and_site_well_refuse_bad_input():
+    with pytest.raises(InputError, match="strained_sites"):
+        strained_sites(hex_well(), np.zeros((0, 2)))
+    with pytest.raises(InputError, match="strained_sites"):
+        strained_sites(hex_well(), np.zeros((3, 3)))
+    with pytest.raises(InputError, match="site well"):
+        SiteWell(np.zeros((0, 2)), hex_well())
+
+
 def _two_angle_crystal(radius=0.25, vacancy=2, detector=90, pixel=1 / 64, noise_seed=1):
     """A hexagonal crystal with a vacancy seen along two zone axes, 1 % noise: problem, truth."""
     from atomtomo import ForwardModel, Geometry
@@ -79,8 +124,8 @@ def _two_angle_crystal(radius=0.25, vacancy=2, detector=90, pixel=1 / 64, noise_
 
 def test_reconstruction_with_lattice_prior_reports_the_lattice_and_finds_the_crystal():
     """Two zone axes of a hexagonal crystal with a vacancy: the lattice fitted to the atoms is
-    written into the output, and the atoms are recovered. The lattice stage searched at the
-    auto search's alpha, so no refine stage repeats it after the alpha ladder."""
+    written into the output, and the atoms are recovered. The lattice and strain stages searched
+    at the auto search's alpha, so no refine stage repeats them after the alpha ladder."""
     from atomtomo.metrics import match_atoms
     from atomtomo.solvers.adcg import reconstruct_adcg
 
@@ -90,10 +135,11 @@ def test_reconstruction_with_lattice_prior_reports_the_lattice_and_finds_the_cry
     result = reconstruct_adcg(problem, alpha="auto", seed=0, lattice_prior=10, hops=60,
                               callback=records.append)
     phases = [r["phase"] for r in records]
-    assert "hop" in phases[phases.index("lattice"):]  # the lattice stage searched
+    assert "hop" in phases[phases.index("lattice"):phases.index("strain")]  # the lattice stage
+    assert "hop" in phases[phases.index("strain"):phases.index("alpha")]  # the strain stage
     assert "hop" not in phases[phases.index("alpha"):]  # and nothing searched after the ladder
     assert result.info["lattice_prior"].startswith("hexagonal lattice")
-    assert result.info["lattice_prior"].endswith("(fitted to the atoms)")
+    assert result.info["lattice_prior"].endswith("(fitted to the atoms, strained)")
     assert match_atoms(result.configuration, truth, 0.1 * SPACING).f1 >= 0.95
 
 
@@ -139,17 +185,19 @@ class Killed(Exception):
     pass
 
 
-def test_run_killed_after_the_lattice_fit_resumes_to_the_same_result(tmp_path):
-    """The lattice fitted to the atoms is part of the checkpoint: a run killed in the search
-    that follows the fit resumes under the same well and ends where an uninterrupted run ends."""
+@pytest.mark.parametrize("stage", ["lattice", "strain"])
+def test_run_killed_after_the_lattice_fit_resumes_to_the_same_result(tmp_path, stage):
+    """The lattice fitted to the atoms, and the strained sites, are part of the checkpoint: a
+    run killed in the search that follows either fit resumes under the same well and ends where
+    an uninterrupted run ends."""
     from atomtomo.solvers.adcg import reconstruct_adcg
 
     problem, _ = _two_angle_crystal()
     options = dict(alpha=0.01, seed=2, lattice_prior=3, hops=12, sweeps=2)
     records = []
     full = reconstruct_adcg(problem, callback=records.append, **options)
-    assert full.info["lattice_prior"].endswith("(fitted to the atoms)")
-    fit = next(r["iteration"] for r in records if r["phase"] == "lattice")
+    assert full.info["lattice_prior"].endswith("(fitted to the atoms, strained)")
+    fit = next(r["iteration"] for r in records if r["phase"] == stage)
 
     def kill(record):
         if record["iteration"] == fit + 2:

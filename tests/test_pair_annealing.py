@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from atomtomo.hull_prior import WithHullPressure
-from atomtomo.lattice_prior import LatticeWell, WithLatticeWell
+from atomtomo.lattice_prior import LatticeWell, SiteWell, WithLatticeWell, strained_sites
 from atomtomo.potentials import make_potential
 from atomtomo.solvers import pair_annealing
 from atomtomo.solvers.pair_annealing import anneal_pairing
@@ -92,10 +92,17 @@ def test_hull_pressure_is_part_of_the_swap_energy():
     assert change == pytest.approx(prior.energy(y) - prior.energy(x), abs=1e-3 * abs(lj.energy(x)))
 
 
-def test_lattice_well_is_part_of_the_swap_energy():
-    """With a lattice well (and a hull) the change also holds the well's one-body change."""
-    lj = make_potential("lj", 0.12, 2)
+def _strained_well():
     well = _hexagonal_well()
+    return SiteWell(strained_sites(well, _hexagonal_block()), well)
+
+
+@pytest.mark.parametrize("make_well", [_hexagonal_well, _strained_well], ids=["lattice", "strained"])
+def test_lattice_well_is_part_of_the_swap_energy(make_well):
+    """With a lattice well, plain or strained (and a hull), the change also holds the well's
+    one-body change."""
+    lj = make_potential("lj", 0.12, 2)
+    well = make_well()
     assert np.allclose(well.atom_energies(_hexagonal_block()), 0.0, atol=1e-12)
     prior = WithHullPressure(WithLatticeWell(lj, well), 3.0)
     m = _directions(20, 95)
@@ -106,12 +113,13 @@ def test_lattice_well_is_part_of_the_swap_energy():
 
 
 @pytest.mark.skipif(not pair_annealing.COMPILED, reason="numba not installed")
-@pytest.mark.parametrize("hull", [0.0, 3.0, "well"])
+@pytest.mark.parametrize("hull", [0.0, 3.0, "well", "strained"])
 @pytest.mark.parametrize("fallback", ["scalar loops in Python", "array version"])
 def test_compiled_kernel_matches_the_uncompiled_versions(monkeypatch, fallback, hull):
     lj = make_potential("lj", 0.12, 2)
-    if hull == "well":
-        lj = WithHullPressure(WithLatticeWell(lj, _hexagonal_well()), 3.0)
+    if hull in ("well", "strained"):
+        well = _hexagonal_well() if hull == "well" else _strained_well()
+        lj = WithHullPressure(WithLatticeWell(lj, well), 3.0)
     elif hull:
         lj = WithHullPressure(lj, hull)
     m = _directions(10, 100)

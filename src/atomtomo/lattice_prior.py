@@ -28,25 +28,74 @@ square and the triangular lattice), so four candidates are checked, vectorised o
 
 ``w`` is :data:`WELL_WIDTH` = 0.15 bond lengths: wide enough for the relaxation around point defects, narrow
 enough that a site's pull ends before the next site (half a spacing away is ``3.3 w``).
+
+**Strain.** A strained crystal is not one lattice. Around an edge dislocation the lattice shifts
+continuously by up to a Burgers vector as one goes round the core, so one lattice leaves the
+atoms on the far side up to half a spacing off its sites, where the well no longer pulls; the
+neighbours of a point defect sit 0.2-0.6 spacings off. :func:`strained_sites` puts the sites
+where each atom's *neighbours* say they are: the offsets ``d_j`` of the atoms from the fitted
+lattice are defined modulo the lattice, so atom ``i``'s local shift is their mean on the circle,
+in fractional coordinates ``f_j = B^{-1} d_j``,
+
+.. math::
+
+    t_i = B\,\frac{1}{2\pi} \arg \sum_{j \ne i} e^{-r_{ij}^2 / 2 R^2}\, e^{2\pi i f_j}
+
+(componentwise, ``R`` one bond length), and the sites are the shifted lattice's site nearest
+``x_i`` and its first shell, for every atom, with sites closer than 0.3 bond lengths merged
+into their mean. Leaving atom ``i`` out of its own shift makes its site a prediction from its
+neighbours, not a copy of itself. :class:`SiteWell` is the same well ``U`` at such an explicit
+set of sites (nearest site by a k-d tree; ``U`` is still continuous, since the distance to the
+nearest of a finite set of points is).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from .errors import InputError
 from .potentials import Potential
 
-__all__ = ["LatticeWell", "WithLatticeWell", "WELL_WIDTH", "fit_well"]
+__all__ = ["LatticeWell", "SiteWell", "WithLatticeWell", "WELL_WIDTH", "fit_well",
+           "strained_sites"]
 
 #: Width ``w`` of the well, in bond lengths (see the module docstring).
 WELL_WIDTH = 0.15
 
+#: Range ``R`` of the neighbour average of :func:`strained_sites`, in bond lengths.
+STRAIN_RANGE = 1.0
+
+#: Sites of :func:`strained_sites` closer than this (in bond lengths) become one.
+SITE_MERGE = 0.3
+
 _CELL_CORNERS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], float)
 
 
-class LatticeWell:
+class _Well:
+    """``U`` from the points' offsets to their nearest sites (``offsets``, defined by subclasses)."""
+
+    depth: float
+    width: float
+
+    def offsets(self, points) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def atom_energies(self, points) -> np.ndarray:
+        d = self.offsets(points)
+        return self.depth * (1.0 - np.exp(-np.einsum("ij,ij->i", d, d) / (2 * self.width ** 2)))
+
+    def energy_and_gradient(self, points):
+        d = self.offsets(points)
+        g = np.exp(-np.einsum("ij,ij->i", d, d) / (2 * self.width ** 2))
+        return (float(self.depth * np.sum(1.0 - g)),
+                (self.depth * g / self.width ** 2)[:, None] * d)
+
+
+class LatticeWell(_Well):
     """The one-body energy ``U`` above, for a 2D lattice with basis ``basis`` (columns are the
     lattice vectors) through ``origin``.
 
@@ -80,19 +129,37 @@ class LatticeWell:
         nearest = np.argmin(np.einsum("mkj,mkj->mk", d, d), axis=1)
         return d[np.arange(len(x)), nearest]
 
-    def atom_energies(self, points) -> np.ndarray:
-        d = self.offsets(points)
-        return self.depth * (1.0 - np.exp(-np.einsum("ij,ij->i", d, d) / (2 * self.width ** 2)))
 
-    def energy_and_gradient(self, points):
-        d = self.offsets(points)
-        g = np.exp(-np.einsum("ij,ij->i", d, d) / (2 * self.width ** 2))
-        return (float(self.depth * np.sum(1.0 - g)),
-                (self.depth * g / self.width ** 2)[:, None] * d)
+class SiteWell(_Well):
+    """The well ``U`` at an explicit set of sites, e.g. those of :func:`strained_sites`.
+
+    Parameters
+    ----------
+    sites : (m, 2) array_like
+        The sites, ``m >= 1``.
+    lattice : LatticeWell
+        The lattice the sites were derived from; its depth and width are the well's, and its
+        ``basis`` names the crystal in the output.
+    """
+
+    def __init__(self, sites, lattice: LatticeWell):
+        self.sites = np.asarray(sites, float)
+        if self.sites.ndim != 2 or self.sites.shape[1] != 2 or len(self.sites) == 0:
+            raise InputError(f"a site well needs (m, 2) sites with m >= 1, got shape {self.sites.shape}")
+        self.lattice = lattice
+        self.basis, self.origin = lattice.basis, lattice.origin
+        self.depth, self.width = lattice.depth, lattice.width
+        self._tree = cKDTree(self.sites)
+
+    def offsets(self, points) -> np.ndarray:
+        x = np.asarray(points, float).reshape(-1, 2)
+        if len(x) == 0:
+            return np.zeros((0, 2))
+        return x - self.sites[self._tree.query(x)[1]]
 
 
 class WithLatticeWell(Potential):
-    """A potential plus a :class:`LatticeWell`: ``V(x, s) + U(x)``.
+    """A potential plus a :class:`LatticeWell` (or a :class:`SiteWell`): ``V(x, s) + U(x)``.
 
     Exposes the base potential's ``epsilon`` and ``bond_length`` (so ``alpha`` keeps its meaning)
     and every operation a solver needs; the well is one-body, so inserting an atom at ``c`` adds
@@ -187,3 +254,70 @@ def fit_well(well: LatticeWell, points, widths=(2.0, 1.0)) -> LatticeWell:
                      options={"initial_simplex": simplex, "xatol": 1e-9, "fatol": 1e-12,
                               "maxiter": 2000}).x
     return moved(p, well.width)
+
+
+def strained_sites(well: LatticeWell, points, spacing_range: float = STRAIN_RANGE,
+                   merge: float = SITE_MERGE) -> np.ndarray:
+    """Sites of ``well``'s lattice shifted to follow the strain of the crystal ``points``.
+
+    Each atom's local shift of the lattice is the circular mean of its neighbours' offsets from
+    the lattice's sites (the module docstring derives it), and the sites are the shifted lattice's site nearest
+    each atom and that site's first neighbour shell; sites closer than ``merge`` bond lengths
+    are replaced by their mean. An unstrained crystal on the lattice gets the lattice's own sites
+    around it; an atom with no neighbour within ``5 R`` keeps the unshifted lattice.
+
+    Parameters
+    ----------
+    well : LatticeWell
+        A lattice fitted to ``points`` (:func:`fit_well`); its spacing is the bond length.
+    points : (n, 2) array_like
+        The atoms, ``n >= 1``.
+    spacing_range : float
+        ``R``, the range of the neighbour average, in bond lengths.
+    merge : float
+        Merging distance, in bond lengths.
+
+    Returns
+    -------
+    (m, 2) ndarray
+        The sites.
+
+    Examples
+    --------
+    >>> well = LatticeWell(np.eye(2), (0.0, 0.0), 1.0, 0.15)
+    >>> grid = np.stack(np.meshgrid(range(4), range(4)), -1).reshape(-1, 2)
+    >>> atoms = grid + [0.3, 0.2]  # a crystal off the lattice's sites
+    >>> round(float(np.abs(well.offsets(atoms)).max()), 2), len(strained_sites(well, atoms))
+    (0.3, 32)
+    >>> strained = SiteWell(strained_sites(well, atoms), well)
+    >>> bool(np.abs(strained.offsets(atoms)).max() < 1e-12)  # the sites follow the crystal
+    True
+    """
+    x = np.asarray(points, float)
+    if x.ndim != 2 or x.shape[1] != 2 or len(x) == 0:
+        raise InputError(f"strained_sites needs (n, 2) points with n >= 1, got shape {x.shape}")
+    basis, inverse = well.basis, well.inverse
+    spacing = float(np.linalg.norm(basis[:, 0]))
+    reach = spacing_range * spacing
+    # neighbour pairs (both orders, no self pairs) and their Gaussian weights
+    pairs = cKDTree(x).query_pairs(5 * reach, output_type="ndarray")
+    i, j = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]]
+    r2 = np.einsum("ij,ij->i", x[i] - x[j], x[i] - x[j])
+    weight = np.exp(-r2 / (2 * reach ** 2))
+    offset = well.offsets(x)
+    phase = np.exp(2j * np.pi * (offset @ inverse.T))  # (n, 2): offsets on the circle
+    mean = np.stack([np.bincount(i, weight * phase[j, k].real, len(x))
+                     + 1j * np.bincount(i, weight * phase[j, k].imag, len(x)) for k in (0, 1)],
+                    axis=1)
+    shift = (np.angle(mean) / (2 * np.pi)) @ basis.T
+    # the shifted lattice's site nearest each atom, and its first shell
+    site = x - offset + shift
+    site = site + np.round((x - site) @ inverse.T) @ basis.T
+    cells = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)], float) @ basis.T
+    shell = cells[np.linalg.norm(cells, axis=1) < 1.01 * spacing]
+    sites = (site[:, None, :] + shell[None]).reshape(-1, 2)
+    close = cKDTree(sites).query_pairs(merge * spacing, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(close)), (close[:, 0], close[:, 1])), (len(sites),) * 2)
+    n_groups, group = connected_components(graph, directed=False)
+    return np.stack([np.bincount(group, sites[:, k], n_groups) for k in (0, 1)], axis=1) \
+        / np.bincount(group, minlength=n_groups)[:, None]

@@ -178,6 +178,7 @@ _OPTIONS = {
     "pairing": boolean,
     "grains": boolean,
     "reseed": boolean,
+    "strain": boolean,
     "hull": non_negative_float,
     "layers": choice("auto", "on", "off"),
     "jobs": positive_int,
@@ -216,7 +217,10 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         bond length is known), lattice_prior (2D: weight ``beta``, in bonds, of a well at every
         site of a lattice fitted to the search's atoms, added to the potential for a second
         search; default 3 for two angles with a pair prior when both projections run along
-        zone axes, else 0, off; see :mod:`atomtomo.lattice_prior`), pairing (2D, two angles, pair potential: a
+        zone axes, else 0, off; see :mod:`atomtomo.lattice_prior`), strain (with a
+        lattice prior: a third search stage with the well moved to the sites the atoms'
+        neighbours predict, which follow a dislocation's or a defect's strain; default on),
+        pairing (2D, two angles, pair potential: a
         basin-hopping move that anneals the pairing of the two projections' coordinates under
         the pair potential, see :mod:`.pair_annealing`; default on), hull (2D: weight ``h``,
         in bonds per bond length squared, of a pressure on the atoms' convex hull added to the

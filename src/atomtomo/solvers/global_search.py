@@ -27,7 +27,10 @@ two-grain start with a larger budget, and the better of the two searches is kept
 
 With a lattice prior (by default two angles along zone axes in 2D) a second stage follows: a
 lattice is fitted to the best configuration's atoms (:func:`~atomtomo.lattice_prior.fit_well`),
-a well at its sites joins the prior, and basin hopping goes on with a third of the budget.
+a well at its sites joins the prior, and basin hopping goes on with a third of the budget. A
+third stage (the *strain* stage) replaces that well by one at the sites the atoms' neighbours
+predict (:func:`~atomtomo.lattice_prior.strained_sites`: the lattice follows the strain of a
+dislocation or a defect's relaxation) and searches on with another third.
 
 :class:`SearchDriver` runs the whole reconstruction as a sequence of iterations (ADCG
 iterations, then hops), so that it can checkpoint after each one and resume exactly.
@@ -136,7 +139,7 @@ class SearchDriver:
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
                  lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None,
-                 grains=True, reseed=None):
+                 grains=True, reseed=None, strain=True):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -190,6 +193,7 @@ class SearchDriver:
             if problem.ndim != 2 or not problem.bond_length:
                 raise InputError("lattice_prior needs 2D data and the bond length")
             self._require_energy_term("lattice_prior", needs_prior)
+        self.strain = bool(strain)
         self.field = field
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
             from ..lattice_prior import WithLatticeWell
@@ -260,7 +264,7 @@ class SearchDriver:
             "max_atoms": self.max_atoms, "max_iterations": self.max_iterations,
             "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
             "lattice_start": self.lattice_start, "pairing": self.pairing, "hull": self.hull,
-            "grains": self.grains, "reseed": self.reseed,
+            "grains": self.grains, "reseed": self.reseed, "strain": self.strain,
             "initial": None if initial is None else digest(self.state.positions, self.state.species),
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
@@ -331,11 +335,14 @@ class SearchDriver:
 
     def _well_label(self):
         """The fitted lattice for the output, e.g. ``square lattice at 32.24 deg (...)``."""
+        from ..lattice_prior import SiteWell
+
         b1, b2 = self.well.basis.T
         square = abs(b1 @ b2) < 1e-9 * (b1 @ b1)
         angle = np.degrees(np.arctan2(b1[1], b1[0])) % (90.0 if square else 60.0)
         kind = "square" if square else "hexagonal"
-        return f"{kind} lattice at {angle:.2f} deg (fitted to the atoms)"
+        strained = ", strained" if isinstance(self.well, SiteWell) else ""
+        return f"{kind} lattice at {angle:.2f} deg (fitted to the atoms{strained})"
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> Reconstruction:
@@ -353,6 +360,8 @@ class SearchDriver:
                 self._alpha_step()
             elif self.phase == "lattice":
                 self._lattice_step()
+            elif self.phase == "strain":
+                self._strain_step()
             elif self.phase == "grains":
                 self._grain_step()
             elif self.phase == "reseed":
@@ -500,6 +509,8 @@ class SearchDriver:
             return "grains"
         if self.lattice_beta > 0 and self.well is None:
             return "lattice"
+        if self.strain and self.stage == "lattice":
+            return "strain"
         if self.auto_alpha and not self.alpha_trials:
             return "alpha"
         return self._finish()
@@ -557,6 +568,23 @@ class SearchDriver:
         self._report("lattice", accepted=True, lattice=self._well_label())
         self._start_stage("lattice")
 
+    def _strain_step(self):
+        """Replace the lattice well by one at the sites the best configuration's atoms predict
+        for each other (:func:`~atomtomo.lattice_prior.strained_sites`) and search on with a
+        third of the budget. On 32 two-angle zone-axis crops it raised the mean F1 from 0.862
+        to 0.873 (6 crops up, a square dislocation 0.75 -> 0.96; one down) for 1.24x the
+        time (docs/solver.md)."""
+        from ..lattice_prior import SiteWell, strained_sites
+
+        lattice = self.well
+        self._use_well(SiteWell(strained_sites(lattice, self.best.positions), lattice)
+                       if self.best.n else lattice)
+        state = self.objective.relax(self.best, max_iterations=1000)
+        self._set_current(state)
+        self.best, self.best_value = self.state.copy(), self.current_value
+        self._report("strain", accepted=True, lattice=self._well_label())
+        self._start_stage("strain")
+
     def _grain_step(self):
         """Start the grain stage: basin hopping from the two-grain start (not annealed, which
         would scatter its grains) with :data:`GRAIN_HOPS_FACTOR` times the first stage's hops
@@ -588,7 +616,7 @@ class SearchDriver:
         self.rival, self.rival_value, self.rival_start = None, np.inf, None
 
     def _start_stage(self, stage):
-        """A later search stage (``"lattice"``, ``"refine"``): basin hopping from the current
+        """A later search stage (``"lattice"``, ``"strain"``, ``"refine"``): basin hopping from the current
         configuration with a third of the first stage's hops, a third of its patience and the
         cooler start :data:`REFINE_TEMPERATURE`; without hops, straight on to what follows.
 
@@ -873,6 +901,7 @@ class SearchDriver:
             "alpha_reason": getattr(self, "alpha_reason", None),
             "well": (None if self.well is None
                      else [*self.well.basis.ravel(), *self.well.origin]),
+            "well_strained": hasattr(self.well, "sites"),
             "grain_label": self.grain_label,
             "rival_value": None if self.rival is None else self.rival_value,
             "rival_start": self.rival_start,
@@ -882,6 +911,8 @@ class SearchDriver:
             "state_positions": self.state.positions, "state_species": self.state.species,
             "best_positions": self.best.positions, "best_species": self.best.species,
         }
+        if hasattr(self.well, "sites"):  # the strained well's sites
+            arrays["well_sites"] = self.well.sites
         for name, s in (("grain_seed", self.grain_seed), ("rival", self.rival)):
             if s is not None:
                 arrays[f"{name}_positions"], arrays[f"{name}_species"] = s.positions, s.species
@@ -916,7 +947,12 @@ class SearchDriver:
             self.alpha_reason = meta["alpha_reason"]
         if meta.get("well") is not None:  # the lattice fitted to the atoms
             w = np.asarray(meta["well"], float)
-            self._use_well(self._lattice_well(w[:4].reshape(2, 2), w[4:]))
+            well = self._lattice_well(w[:4].reshape(2, 2), w[4:])
+            if meta.get("well_strained"):
+                from ..lattice_prior import SiteWell
+
+                well = SiteWell(arrays["well_sites"], well)
+            self._use_well(well)
         self.state = AtomState(arrays["state_positions"], arrays["state_species"].astype(int))
         self.best = AtomState(arrays["best_positions"], arrays["best_species"].astype(int))
         self.grain_label = meta.get("grain_label")

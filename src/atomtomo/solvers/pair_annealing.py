@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..hull_prior import WithHullPressure, chain_area
-from ..lattice_prior import LatticeWell, WithLatticeWell
+from ..lattice_prior import LatticeWell, SiteWell, WithLatticeWell
 
 #: Points of the pair-energy table.
 TABLE_SIZE = 2048
@@ -63,11 +63,19 @@ def _atom_energy(x, y, pos, skip_a, skip_b, table, r_max):
     return e
 
 
-def _well(x, y, well):
+def _well(x, y, well, sites):
     """Lattice-well energy of a point: ``well`` = (depth, 2 w^2, origin x, y, basis 2x2 row-major,
-    inverse 2x2 row-major); the nearest site is a corner of the point's cell."""
+    inverse 2x2 row-major); the nearest site is a corner of the point's cell, or, when ``sites``
+    (m, 2) is not empty (a strained well), the nearest of those."""
     if well[0] == 0.0:
         return 0.0
+    if sites.shape[0] > 0:
+        best = np.inf
+        for k in range(sites.shape[0]):
+            d2 = (x - sites[k, 0]) ** 2 + (y - sites[k, 1]) ** 2
+            if d2 < best:
+                best = d2
+        return well[0] * (1.0 - np.exp(-best / well[1]))
     px, py = x - well[2], y - well[3]
     c0 = np.floor(well[8] * px + well[9] * py)
     c1 = np.floor(well[10] * px + well[11] * py)
@@ -87,8 +95,8 @@ def _is_partner(i, k, perm, v, species, window):
     return k != i and species[k] == species[i] and abs(v[perm[k]] - v[perm[i]]) < window
 
 
-def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, well, temps, pick_i,
-            pick_j, accept):
+def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, well, sites, temps,
+            pick_i, pick_j, accept):
     """Anneal ``perm`` in place; returns the best permutation and its energy change."""
     n = u.shape[0]
     pos = np.empty((n, 2))
@@ -128,8 +136,9 @@ def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, well
         new = (_atom_energy(xi, yi, pos, i, j, table, r_max)
                + _atom_energy(xj, yj, pos, i, j, table, r_max)
                + _phi(np.sqrt((xi - xj) ** 2 + (yi - yj) ** 2), table, r_max))
-        d = new - old + (_well(xi, yi, well) + _well(xj, yj, well)
-                         - _well(pos[i, 0], pos[i, 1], well) - _well(pos[j, 0], pos[j, 1], well))
+        d = new - old + (_well(xi, yi, well, sites) + _well(xj, yj, well, sites)
+                         - _well(pos[i, 0], pos[i, 1], well, sites)
+                         - _well(pos[j, 0], pos[j, 1], well, sites))
         old_i0, old_i1, old_j0, old_j1 = pos[i, 0], pos[i, 1], pos[j, 0], pos[j, 1]
         pos[i, 0], pos[i, 1], pos[j, 0], pos[j, 1] = xi, yi, xj, yj
         new_area = area
@@ -148,8 +157,8 @@ def _anneal(u, v, perm, species, minv, box, window, table, r_max, pressure, well
     return best, best_delta
 
 
-def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, pressure, well, temps,
-                  pick_i, pick_j, accept):
+def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, pressure, well, sites,
+                  temps, pick_i, pick_j, accept):
     """:func:`_anneal` with its O(n) inner loops as array operations: the same draws and the same
     formulas (sums in another order), for installations without numba."""
     n = u.shape[0]
@@ -187,8 +196,9 @@ def _anneal_numpy(u, v, perm, species, minv, box, window, table, r_max, pressure
                + float(phi(np.array([np.linalg.norm(pos[i] - pos[j])]))[0]))
         new = (energy(pi, pos, others) + energy(pj, pos, others)
                + float(phi(np.array([np.linalg.norm(pi - pj)]))[0]))
-        d = new - old + (_well(pi[0], pi[1], well) + _well(pj[0], pj[1], well)
-                         - _well(pos[i, 0], pos[i, 1], well) - _well(pos[j, 0], pos[j, 1], well))
+        d = new - old + (_well(pi[0], pi[1], well, sites) + _well(pj[0], pj[1], well, sites)
+                         - _well(pos[i, 0], pos[i, 1], well, sites)
+                         - _well(pos[j, 0], pos[j, 1], well, sites))
         new_area = area
         if pressure > 0.0:
             trial = pos.copy()
@@ -226,17 +236,20 @@ COMPILED = _compile()
 
 
 def _unwrap(potential):
-    """The pair potential inside ``potential``, its hull pressure and its lattice well's
-    parameters (:func:`_well`; depth 0 for none)."""
-    pressure, well = 0.0, np.zeros(12)
+    """The pair potential inside ``potential``, its hull pressure, its lattice well's parameters
+    (:func:`_well`; depth 0 for none) and the sites of a strained well (``(0, 2)`` for none)."""
+    pressure, well, sites = 0.0, np.zeros(12), np.zeros((0, 2))
     if isinstance(potential, WithHullPressure):
         potential, pressure = potential.base, potential.pressure
     if isinstance(potential, WithLatticeWell):
-        if isinstance(potential.well, LatticeWell):
-            w = potential.well
-            well = np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(), w.inverse.ravel()]
+        w = potential.well
+        if isinstance(w, (LatticeWell, SiteWell)):
+            well = np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(),
+                         np.linalg.inv(w.basis).ravel()]
+        if isinstance(w, SiteWell):
+            sites = w.sites
         potential = potential.base
-    return potential, pressure, well
+    return potential, pressure, well, sites
 
 
 def anneal_pairing(positions, directions, potential, box, rng, *, species=None, steps=None,
@@ -250,8 +263,8 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
         The two detectors' unit vectors (rows); they must not be parallel.
     potential : PairPotential, possibly inside a WithLatticeWell and a WithHullPressure
         Supplies ``pair_energy``, ``cutoff_radius``, ``epsilon`` and ``bond_length``; a hull
-        pressure (:mod:`atomtomo.hull_prior`) and a lattice well (:mod:`atomtomo.lattice_prior`)
-        add their exact changes to every swap.
+        pressure (:mod:`atomtomo.hull_prior`) and a lattice well (:mod:`atomtomo.lattice_prior`,
+        plain or strained) add their exact changes to every swap.
     box : (2, 2) array
         ``[[xmin, xmax], [ymin, ymax]]``; no atom is paired outside it.
     rng : numpy.random.Generator
@@ -292,7 +305,7 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
         return x.copy(), 0.0
     species = np.zeros(n, np.int64) if species is None else np.asarray(species, np.int64)
     steps = int(min(150 * n, 20000)) if steps is None else int(steps)
-    potential, pressure, well = _unwrap(potential)
+    potential, pressure, well, sites = _unwrap(potential)
     r_max = float(potential.cutoff_radius)
     table = potential.pair_energy(np.linspace(0.0, r_max, TABLE_SIZE))
     eps = float(potential.epsilon)
@@ -303,6 +316,7 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
     minv = np.linalg.inv(m)
     best, change = _anneal(u, v, np.arange(n), species, minv, np.asarray(box, float),
                            window * float(potential.bond_length), table, r_max, pressure, well,
+                           np.ascontiguousarray(sites, float),
                            temps, pick_i, pick_j, accept)
     out = x.copy()  # atoms that keep their pairing keep their positions bit for bit
     moved = best != np.arange(n)
