@@ -139,7 +139,8 @@ class SiteWell(_Well):
         The sites, ``m >= 1``.
     lattice : LatticeWell
         The lattice the sites were derived from; its depth and width are the well's, and its
-        ``basis`` names the crystal in the output.
+        ``basis`` (with ``inverse`` and ``origin``) names the crystal in the output and the
+        checkpoint.
     """
 
     def __init__(self, sites, lattice: LatticeWell):
@@ -147,7 +148,7 @@ class SiteWell(_Well):
         if self.sites.ndim != 2 or self.sites.shape[1] != 2 or len(self.sites) == 0:
             raise InputError(f"a site well needs (m, 2) sites with m >= 1, got shape {self.sites.shape}")
         self.lattice = lattice
-        self.basis, self.origin = lattice.basis, lattice.origin
+        self.basis, self.inverse, self.origin = lattice.basis, lattice.inverse, lattice.origin
         self.depth, self.width = lattice.depth, lattice.width
         self._tree = cKDTree(self.sites)
 
@@ -261,9 +262,9 @@ def strained_sites(well: LatticeWell, points, spacing_range: float = STRAIN_RANG
     """Sites of ``well``'s lattice shifted to follow the strain of the crystal ``points``.
 
     Each atom's local shift of the lattice is the circular mean of its neighbours' offsets from
-    the lattice's sites (the module docstring derives it), and the sites are the shifted lattice's site nearest
-    each atom and that site's first neighbour shell; sites closer than ``merge`` bond lengths
-    are replaced by their mean. An unstrained crystal on the lattice gets the lattice's own sites
+    the lattice's sites (the module docstring derives it), and the sites are the shifted
+    lattice's site nearest each atom and that site's first neighbour shell; sites closer than
+    ``merge`` bond lengths are replaced by their mean. An unstrained crystal on the lattice gets the lattice's own sites
     around it; an atom with no neighbour within ``5 R`` keeps the unshifted lattice.
 
     Parameters

@@ -561,12 +561,8 @@ class SearchDriver:
         from ..lattice_prior import fit_well
 
         well = self._data_lattice()
-        self._use_well(fit_well(well, self.best.positions) if self.best.n else well)
-        state = self.objective.relax(self.best, max_iterations=1000)
-        self._set_current(state)
-        self.best, self.best_value = self.state.copy(), self.current_value
-        self._report("lattice", accepted=True, lattice=self._well_label())
-        self._start_stage("lattice")
+        self._search_under_well(fit_well(well, self.best.positions) if self.best.n else well,
+                                "lattice")
 
     def _strain_step(self):
         """Replace the lattice well by one at the sites the best configuration's atoms predict
@@ -577,13 +573,18 @@ class SearchDriver:
         from ..lattice_prior import SiteWell, strained_sites
 
         lattice = self.well
-        self._use_well(SiteWell(strained_sites(lattice, self.best.positions), lattice)
-                       if self.best.n else lattice)
+        self._search_under_well(SiteWell(strained_sites(lattice, self.best.positions), lattice)
+                                if self.best.n else lattice, "strain")
+
+    def _search_under_well(self, well, stage):
+        """Make ``well`` the prior's well, relax the best configuration under it (the objective
+        has changed: best starts afresh) and start the search ``stage``."""
+        self._use_well(well)
         state = self.objective.relax(self.best, max_iterations=1000)
         self._set_current(state)
         self.best, self.best_value = self.state.copy(), self.current_value
-        self._report("strain", accepted=True, lattice=self._well_label())
-        self._start_stage("strain")
+        self._report(stage, accepted=True, lattice=self._well_label())
+        self._start_stage(stage)
 
     def _grain_step(self):
         """Start the grain stage: basin hopping from the two-grain start (not annealed, which
@@ -616,9 +617,9 @@ class SearchDriver:
         self.rival, self.rival_value, self.rival_start = None, np.inf, None
 
     def _start_stage(self, stage):
-        """A later search stage (``"lattice"``, ``"strain"``, ``"refine"``): basin hopping from the current
-        configuration with a third of the first stage's hops, a third of its patience and the
-        cooler start :data:`REFINE_TEMPERATURE`; without hops, straight on to what follows.
+        """A later search stage (``"lattice"``, ``"strain"``, ``"refine"``): basin hopping from
+        the current configuration with a third of the first stage's hops, a third of its
+        patience and the cooler start :data:`REFINE_TEMPERATURE`; without hops, straight on to what follows.
 
         A third of the patience because the later stages start near their optimum: on 16 crops
         and two poster lattices the longest run of hops without improvement in the lattice stage
@@ -880,6 +881,7 @@ class SearchDriver:
     def _save_checkpoint(self, t0):
         if self.checkpoint is None:
             return
+        strained_sites = getattr(self.well, "sites", None)  # the strain stage's well (SiteWell)
         meta = {
             "fingerprint": self._fingerprint(),
             "settings": self.settings,
@@ -901,7 +903,7 @@ class SearchDriver:
             "alpha_reason": getattr(self, "alpha_reason", None),
             "well": (None if self.well is None
                      else [*self.well.basis.ravel(), *self.well.origin]),
-            "well_strained": hasattr(self.well, "sites"),
+            "well_strained": strained_sites is not None,
             "grain_label": self.grain_label,
             "rival_value": None if self.rival is None else self.rival_value,
             "rival_start": self.rival_start,
@@ -911,8 +913,8 @@ class SearchDriver:
             "state_positions": self.state.positions, "state_species": self.state.species,
             "best_positions": self.best.positions, "best_species": self.best.species,
         }
-        if hasattr(self.well, "sites"):  # the strained well's sites
-            arrays["well_sites"] = self.well.sites
+        if strained_sites is not None:
+            arrays["well_sites"] = strained_sites
         for name, s in (("grain_seed", self.grain_seed), ("rival", self.rival)):
             if s is not None:
                 arrays[f"{name}_positions"], arrays[f"{name}_species"] = s.positions, s.species

@@ -244,8 +244,7 @@ def _unwrap(potential):
     if isinstance(potential, WithLatticeWell):
         w = potential.well
         if isinstance(w, (LatticeWell, SiteWell)):
-            well = np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(),
-                         np.linalg.inv(w.basis).ravel()]
+            well = np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(), w.inverse.ravel()]
         if isinstance(w, SiteWell):
             sites = w.sites
         potential = potential.base
