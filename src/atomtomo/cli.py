@@ -740,6 +740,8 @@ class _Progress:
     @staticmethod
     def describe(record) -> str:
         parts = [f"iteration {record.get('iteration', '?')}"]
+        if record.get("restart") is not None:  # one of several independent searches
+            parts.insert(0, f"search {record['restart'] + 1}")
         if record.get("phase"):
             parts.append(str(record["phase"]))
         if "n_atoms" in record:

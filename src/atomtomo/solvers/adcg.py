@@ -20,6 +20,7 @@ moves), each hop polished by the same add/move/prune steps.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -181,6 +182,7 @@ _OPTIONS = {
     "strain": boolean,
     "hull": non_negative_float,
     "layers": choice("auto", "on", "off"),
+    "restarts": positive_int,
     "jobs": positive_int,
 }
 
@@ -228,14 +230,18 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         when both projections run along zone axes, :mod:`.zone_axes`, else 0), layers (3D
         single-axis data of a crystal whose planes lie across the tilt axis: "auto" (default)
         reconstructs plane by plane in 2D and polishes the stack in 3D when the data split into
-        planes, "on" requires it, "off" never; see :mod:`.layers`), jobs (worker processes for
-        the planes of a plane-by-plane run; default 1), reseed (once the search is over, when
+        planes, "on" requires it, "off" never; see :mod:`.layers`), restarts (independent
+        searches with seeds ``seed, seed + 1, ...``; the one with the lowest objective is the
+        result, see :mod:`.restarts`; default 2 where the lattice stage runs with the default
+        budget, else 1), jobs (worker processes for the planes of a plane-by-plane run, default
+        1, and for the restarts, default one per restart up to the available cores), reseed (once the search is over, when
         its misfit misses the discrepancy target of the file's noise level, take out and refill
         the atoms around where the data are worst explained, see :mod:`.region_reseed`;
         default on in 2D with the default budget), time_limit (seconds for the global
         search), tol.
     """
     from .global_search import SearchDriver  # noqa: PLC0415 (keeps module import light)
+    from .restarts import default_restarts, run_restarts  # noqa: PLC0415
 
     options = parse_options("ADCG", _OPTIONS, options)
     layered = _layered_run(problem, options.pop("layers", "auto"), initial, options,
@@ -243,14 +249,27 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
                            resume=resume, max_iterations=max_iterations)
     if layered is not None:
         return layered.run()
-    options.pop("jobs", None)  # used by plane-by-plane runs only
+    jobs, restarts = options.pop("jobs", None), options.pop("restarts", None)
     start = time.perf_counter()
-    driver = SearchDriver(problem, alpha=alpha, seed=seed, initial=initial,
-                          max_iterations=max_iterations, checkpoint=checkpoint, resume=resume,
-                          callback=callback, **options)
-    result = driver.run()
+    run = dict(alpha=alpha, seed=seed, initial=initial, max_iterations=max_iterations,
+               checkpoint=checkpoint, resume=resume, callback=callback, **options)
+    driver = SearchDriver(problem, **run)
+    if restarts is None:
+        restarts = default_restarts(driver, options)
+    if restarts > 1:
+        result = run_restarts(driver, problem, restarts, jobs or min(restarts, _cores()), run)
+    else:
+        result = driver.run()
     result.info["runtime_s"] = round(time.perf_counter() - start + driver.previous_runtime, 3)
     return result
+
+
+def _cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _layered_run(problem, mode, initial, options, **run):
