@@ -239,3 +239,28 @@ def test_run_killed_after_the_lattice_fit_resumes_to_the_same_result(tmp_path, s
     assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
     assert resumed.info["objective"] == full.info["objective"]
     assert resumed.info["lattice_prior"] == full.info["lattice_prior"]
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_strain_stage_judges_each_configuration_under_its_own_sites(refit):
+    """With ``strain_refit`` the strain stage's well sits, after every accepted hop,
+    at the sites the current atoms predict for each other; without it the sites stay those of
+    the configuration the stage started from."""
+    from atomtomo.solvers.global_search import SearchDriver
+
+    problem, _ = _two_angle_crystal()
+    seen = []
+
+    def check(record):
+        if driver.stage == "strain" and record["phase"] == "hop":
+            seen.append(driver.well.sites.copy())
+            if refit and record["accepted"]:
+                expected = strained_sites(driver.well.lattice, record["positions"])
+                assert np.array_equal(driver.well.sites, expected)
+
+    driver = SearchDriver(problem, alpha=0.01, seed=2, lattice_prior=3, hops=30, sweeps=2,
+                          strain_refit=refit, callback=check)
+    driver.run()
+    assert len(seen) > 1
+    changed = any(not np.array_equal(s, seen[0]) for s in seen)
+    assert changed == refit

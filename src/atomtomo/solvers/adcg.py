@@ -180,6 +180,7 @@ _OPTIONS = {
     "grains": boolean,
     "reseed": boolean,
     "strain": boolean,
+    "strain_refit": boolean,
     "hull": non_negative_float,
     "layers": choice("auto", "on", "off"),
     "restarts": positive_int,
@@ -222,6 +223,9 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         zone axes, else 0, off; see :mod:`atomtomo.lattice_prior`), strain (with a
         lattice prior: a third search stage with the well moved to the sites the atoms'
         neighbours predict, which follow a dislocation's or a defect's strain; default on),
+        strain_refit (the strain stage judges every proposal under the sites its own atoms
+        predict, not those of the configuration the stage started from; default off, measured
+        in docs/solver.md),
         pairing (2D, two angles, pair potential: a
         basin-hopping move that anneals the pairing of the two projections' coordinates under
         the pair potential, see :mod:`.pair_annealing`; default on), hull (2D: weight ``h``,

@@ -30,7 +30,9 @@ lattice is fitted to the best configuration's atoms (:func:`~atomtomo.lattice_pr
 a well at its sites joins the prior, and basin hopping goes on with a third of the budget. A
 third stage (the *strain* stage) replaces that well by one at the sites the atoms' neighbours
 predict (:func:`~atomtomo.lattice_prior.strained_sites`: the lattice follows the strain of a
-dislocation or a defect's relaxation) and searches on with another third.
+dislocation or a defect's relaxation) and searches on with another third. With
+``strain_refit`` (off by default) that stage judges every proposal under the sites its own atoms
+predict instead of those of the configuration it started from.
 
 :class:`SearchDriver` runs the whole reconstruction as a sequence of iterations (ADCG
 iterations, then hops), so that it can checkpoint after each one and resume exactly.
@@ -139,7 +141,7 @@ class SearchDriver:
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
                  lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None,
-                 grains=True, reseed=None, strain=True):
+                 grains=True, reseed=None, strain=True, strain_refit=False):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -194,6 +196,7 @@ class SearchDriver:
                 raise InputError("lattice_prior needs 2D data and the bond length")
             self._require_energy_term("lattice_prior", needs_prior)
         self.strain = bool(strain)
+        self.strain_refit = bool(strain_refit)
         self.field = field
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
             from ..lattice_prior import WithLatticeWell
@@ -265,6 +268,7 @@ class SearchDriver:
             "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
             "lattice_start": self.lattice_start, "pairing": self.pairing, "hull": self.hull,
             "grains": self.grains, "reseed": self.reseed, "strain": self.strain,
+            "strain_refit": self.strain_refit,
             "initial": None if initial is None else digest(self.state.positions, self.state.species),
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
@@ -329,7 +333,7 @@ class SearchDriver:
         potential = _innermost(self.potential)
         if self.field is not None:
             potential = WithLatticeWell(potential, self.field)
-        potential = WithLatticeWell(potential, well)
+        potential = self.well_term = WithLatticeWell(potential, well)
         self.well = well
         self._extend_prior(WithHullPressure(potential, self.hull) if self.hull else potential)
 
@@ -485,10 +489,16 @@ class SearchDriver:
         if value < self.current_value + 5 * temperature + self.atom_energy:
             trial = self._polish(trial, changed)
             value = self.objective.value(trial)
+        well = None
+        if self._refits_sites() and trial.n:  # judged under the sites its own atoms predict
+            well = self._site_well(trial.positions)
+            value = self._value_under(well, trial)
         delta = value - self.current_value
         accepted = delta < 0 or self.rng.random() < np.exp(-delta / max(temperature, 1e-300))
         if accepted:
             self.state, self.current_value = trial, value
+            if well is not None:
+                self._set_well(well)
         if value < self.best_value - self.tol:
             self.best, self.best_value, self.stall = trial.copy(), value, 0
         else:
@@ -497,6 +507,8 @@ class SearchDriver:
         self._report("hop", accepted=bool(accepted), move=str(move))
         out_of_time = self.time_limit is not None and time.perf_counter() - t0 > self.time_limit
         if self.hop >= self.hops or self.stall >= self.patience or out_of_time:
+            if self._refits_sites() and self.best.n:
+                self._set_well(self._site_well(self.best.positions))
             self.state = self.objective.relax(self.best, max_iterations=1000)
             self.state, _ = self.objective.prune(self.state, self.tol)
             self._set_current(self.state)
@@ -575,6 +587,31 @@ class SearchDriver:
         lattice = self.well
         self._search_under_well(SiteWell(strained_sites(lattice, self.best.positions), lattice)
                                 if self.best.n else lattice, "strain")
+
+    def _refits_sites(self) -> bool:
+        """Whether this stage judges each configuration under the strained sites its own atoms
+        predict (the strain stage, with ``strain_refit``)."""
+        return self.stage == "strain" and self.strain_refit and hasattr(self.well, "sites")
+
+    def _site_well(self, positions):
+        """The strain stage's well at the sites ``positions`` predict for each other."""
+        from ..lattice_prior import SiteWell, strained_sites
+
+        lattice = self.well.lattice
+        return SiteWell(strained_sites(lattice, positions), lattice)
+
+    def _set_well(self, well):
+        """Swap the well of the prior in place (same lattice, other sites)."""
+        self.well = self.well_term.well = well
+
+    def _value_under(self, well, state) -> float:
+        """The objective of ``state`` with ``well`` in place of the current well."""
+        current = self.well
+        self.well_term.well = well
+        try:
+            return self.objective.value(state)
+        finally:
+            self.well_term.well = current
 
     def _search_under_well(self, well, stage):
         """Make ``well`` the prior's well, relax the best configuration under it (the objective
