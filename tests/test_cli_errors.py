@@ -311,7 +311,7 @@ def test_reconstruct_option_errors_are_one_line(inputs, tmp_path):
     for extra in (["--option", "nosuch=1"], ["--option", "potential=nope"],
                   ["--option", "lattice_prior=-1"], ["--alpha", "0", "--option", "lattice_prior=3"],
                   ["--option", "hull=-1"], ["--option", "hull=big"], ["--option", "strain=maybe"],
-                  ["--option", "strain_refit=maybe"],
+                  ["--option", "strain_refit=maybe"], ["--option", "lattice_refit=maybe"],
                   ["--option", "restarts=0"], ["--option", "jobs=two"],
                   ["--alpha", "0", "--option", "hull=3"], ["--model", "{in}/m.pt"]):
         result, before = run_cli(expand(with_option(RECONSTRUCT, *extra), inputs, outdir), outdir)

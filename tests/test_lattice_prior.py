@@ -264,3 +264,34 @@ def test_strain_stage_judges_each_configuration_under_its_own_sites(refit):
     assert len(seen) > 1
     changed = any(not np.array_equal(s, seen[0]) for s in seen)
     assert changed == refit
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_lattice_stage_judges_each_configuration_under_its_own_lattice(refit):
+    """With ``lattice_refit`` the lattice stage's well is, after every accepted hop, the lattice
+    refitted to the current atoms from the one before; without it the lattice stays the one
+    fitted when the stage began."""
+    from atomtomo.solvers.global_search import SearchDriver
+
+    problem, _ = _two_angle_crystal()
+    seen = []
+
+    def check(record):
+        if driver.stage == "lattice" and record["phase"] == "hop":
+            well = driver.well
+            if refit and record["accepted"]:
+                expected = fit_well(seen[-1], record["positions"], widths=(1.0,))
+                assert np.array_equal(well.basis, expected.basis)
+                assert np.array_equal(well.origin, expected.origin)
+            elif seen:
+                assert well is seen[-1]
+            seen.append(well)
+        elif record["phase"] == "lattice":
+            seen.append(driver.well)
+
+    driver = SearchDriver(problem, alpha=0.01, seed=2, lattice_prior=3, hops=30, sweeps=2,
+                          lattice_refit=refit, callback=check)
+    driver.run()
+    assert len(seen) > 2
+    moved = any(not np.array_equal(w.origin, seen[0].origin) for w in seen)
+    assert moved == refit

@@ -181,6 +181,7 @@ _OPTIONS = {
     "reseed": boolean,
     "strain": boolean,
     "strain_refit": boolean,
+    "lattice_refit": boolean,
     "hull": non_negative_float,
     "layers": choice("auto", "on", "off"),
     "restarts": positive_int,
@@ -225,7 +226,9 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         neighbours predict, which follow a dislocation's or a defect's strain; default on),
         strain_refit (the strain stage judges every proposal under the sites its own atoms
         predict, not those of the configuration the stage started from; default off, measured
-        in docs/solver.md),
+        in docs/solver.md), lattice_refit (the lattice stage judges every proposal under the
+        lattice refitted to its own atoms, not the one fitted when the stage began; default
+        off, measured in docs/solver.md),
         pairing (2D, two angles, pair potential: a
         basin-hopping move that anneals the pairing of the two projections' coordinates under
         the pair potential, see :mod:`.pair_annealing`; default on), hull (2D: weight ``h``,

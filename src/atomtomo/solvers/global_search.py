@@ -32,7 +32,8 @@ third stage (the *strain* stage) replaces that well by one at the sites the atom
 predict (:func:`~atomtomo.lattice_prior.strained_sites`: the lattice follows the strain of a
 dislocation or a defect's relaxation) and searches on with another third. With
 ``strain_refit`` (off by default) that stage judges every proposal under the sites its own atoms
-predict instead of those of the configuration it started from.
+predict instead of those of the configuration it started from; with ``lattice_refit`` (off by
+default) the lattice stage judges every proposal under the lattice refitted to its own atoms.
 
 :class:`SearchDriver` runs the whole reconstruction as a sequence of iterations (ADCG
 iterations, then hops), so that it can checkpoint after each one and resume exactly.
@@ -141,7 +142,8 @@ class SearchDriver:
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
                  lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None,
-                 grains=True, reseed=None, strain=True, strain_refit=False):
+                 grains=True, reseed=None, strain=True, strain_refit=False,
+                 lattice_refit=False):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -197,6 +199,7 @@ class SearchDriver:
             self._require_energy_term("lattice_prior", needs_prior)
         self.strain = bool(strain)
         self.strain_refit = bool(strain_refit)
+        self.lattice_refit = bool(lattice_refit)
         self.field = field
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
             from ..lattice_prior import WithLatticeWell
@@ -268,7 +271,7 @@ class SearchDriver:
             "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
             "lattice_start": self.lattice_start, "pairing": self.pairing, "hull": self.hull,
             "grains": self.grains, "reseed": self.reseed, "strain": self.strain,
-            "strain_refit": self.strain_refit,
+            "strain_refit": self.strain_refit, "lattice_refit": self.lattice_refit,
             "initial": None if initial is None else digest(self.state.positions, self.state.species),
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
@@ -489,9 +492,8 @@ class SearchDriver:
         if value < self.current_value + 5 * temperature + self.atom_energy:
             trial = self._polish(trial, changed)
             value = self.objective.value(trial)
-        well = None
-        if self._refits_sites() and trial.n:  # judged under the sites its own atoms predict
-            well = self._site_well(self.well.lattice, trial.positions)
+        well = self._own_well(trial)  # judged under its own sites or lattice (the options)
+        if well is not None:
             value = self._value_under(well, trial)
         delta = value - self.current_value
         accepted = delta < 0 or self.rng.random() < np.exp(-delta / max(temperature, 1e-300))
@@ -507,8 +509,9 @@ class SearchDriver:
         self._report("hop", accepted=bool(accepted), move=str(move))
         out_of_time = self.time_limit is not None and time.perf_counter() - t0 > self.time_limit
         if self.hop >= self.hops or self.stall >= self.patience or out_of_time:
-            if self._refits_sites() and self.best.n:
-                self._set_well(self._site_well(self.well.lattice, self.best.positions))
+            well = self._own_well(self.best)
+            if well is not None:
+                self._set_well(well)
             self.state = self.objective.relax(self.best, max_iterations=1000)
             self.state, _ = self.objective.prune(self.state, self.tol)
             self._set_current(self.state)
@@ -586,10 +589,20 @@ class SearchDriver:
         self._search_under_well(self._site_well(lattice, self.best.positions)
                                 if self.best.n else lattice, "strain")
 
-    def _refits_sites(self) -> bool:
-        """Whether this stage judges each configuration under the strained sites its own atoms
-        predict (the strain stage, with ``strain_refit``)."""
-        return self.stage == "strain" and self.strain_refit and hasattr(self.well, "sites")
+    def _own_well(self, state):
+        """The well this stage judges ``state`` under when it judges every configuration under
+        its own: the strained sites its atoms predict (the strain stage, with ``strain_refit``)
+        or the lattice refitted to its atoms (the lattice stage, with ``lattice_refit``); else
+        None (the stage's well stays)."""
+        from ..lattice_prior import fit_well
+
+        if not state.n or self.well is None:
+            return None
+        if self.stage == "strain" and self.strain_refit and hasattr(self.well, "sites"):
+            return self._site_well(self.well.lattice, state.positions)
+        if self.stage == "lattice" and self.lattice_refit and not hasattr(self.well, "sites"):
+            return fit_well(self.well, state.positions, widths=(1.0,))
+        return None
 
     @staticmethod
     def _site_well(lattice, positions):
