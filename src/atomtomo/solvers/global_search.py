@@ -612,7 +612,8 @@ class SearchDriver:
         return SiteWell(strained_sites(lattice, positions), lattice)
 
     def _set_well(self, well):
-        """Swap the well of the prior in place (same lattice, other sites)."""
+        """Swap the well of the prior in place: other sites (``strain_refit``) or a refitted
+        lattice (``lattice_refit``)."""
         self.well = self.well_term.well = well
 
     def _value_under(self, well, state) -> float:
