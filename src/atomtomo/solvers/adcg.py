@@ -181,6 +181,7 @@ _OPTIONS = {
     "reseed": boolean,
     "strain": boolean,
     "strain_refit": boolean,
+    "dislocation": boolean,
     "lattice_refit": boolean,
     "hull": non_negative_float,
     "layers": choice("auto", "on", "off"),

@@ -34,6 +34,12 @@ dislocation or a defect's relaxation) and searches on with another third. With
 ``strain_refit`` (off by default) that stage judges every proposal under the sites its own atoms
 predict instead of those of the configuration it started from; with ``lattice_refit`` (off by
 default) the lattice stage judges every proposal under the lattice refitted to its own atoms.
+With ``dislocation`` (off by default) a *dislocation stage* follows: crystals with an edge
+dislocation are fitted to the data themselves (:mod:`.dislocation_fit`), not to the atoms, and
+for each that fits clearly better than one crystal the search starts again under a well at its
+sites, from the occupancy of the sites that annealing finds lowest (:mod:`.site_occupancy`)
+when that is lower than the best so far; the lower result of each such search and the one
+before it is kept.
 
 :class:`SearchDriver` runs the whole reconstruction as a sequence of iterations (ADCG
 iterations, then hops), so that it can checkpoint after each one and resume exactly.
@@ -127,6 +133,11 @@ def lattice_sites(positions, bond_length, box, min_gap=0.6):
     return sites[np.sort(first)]
 
 
+def _well_meta(well):
+    """A well's (or a fitted crystal's) lattice for the checkpoint: basis then origin."""
+    return [*np.asarray(well.basis, float).ravel(), *np.asarray(well.origin, float)]
+
+
 def _innermost(potential):
     """The potential under any wrappers (hull pressure, lattice well, neighbour field)."""
     while hasattr(potential, "base"):
@@ -143,7 +154,7 @@ class SearchDriver:
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
                  lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None,
                  grains=True, reseed=None, strain=True, strain_refit=False,
-                 lattice_refit=False):
+                 lattice_refit=False, dislocation=False):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -200,6 +211,13 @@ class SearchDriver:
         self.strain = bool(strain)
         self.strain_refit = bool(strain_refit)
         self.lattice_refit = bool(lattice_refit)
+        self.dislocation = bool(dislocation)
+        if self.dislocation and self.lattice_beta <= 0:
+            raise InputError("ADCG option dislocation needs the lattice stage: 2D data along two "
+                             "zone axes with --alpha > 0 or auto, or lattice_prior > 0")
+        # The dislocation stage: the fitted crystals still to search under (None: not fitted
+        # yet) and whether the well in place is one of them.
+        self.dislocation_models, self.well_from_data = None, False
         self.field = field
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
             from ..lattice_prior import WithLatticeWell
@@ -250,6 +268,7 @@ class SearchDriver:
         self.grains = bool(grains)
         self.grain_seed, self.grain_label = None, None
         self.rival, self.rival_value, self.rival_start = None, np.inf, None
+        self.rival_well = None  # the dislocation stage's rival was found under this well
         self.iteration = 0
         self.hop = 0
         self.stall = 0
@@ -272,6 +291,7 @@ class SearchDriver:
             "lattice_start": self.lattice_start, "pairing": self.pairing, "hull": self.hull,
             "grains": self.grains, "reseed": self.reseed, "strain": self.strain,
             "strain_refit": self.strain_refit, "lattice_refit": self.lattice_refit,
+            "dislocation": self.dislocation,
             "initial": None if initial is None else digest(self.state.positions, self.state.species),
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
@@ -348,6 +368,8 @@ class SearchDriver:
         square = abs(b1 @ b2) < 1e-9 * (b1 @ b1)
         angle = np.degrees(np.arctan2(b1[1], b1[0])) % (90.0 if square else 60.0)
         kind = "square" if square else "hexagonal"
+        if self.well_from_data:
+            return f"{kind} lattice at {angle:.2f} deg with an edge dislocation (fitted to the data)"
         strained = ", strained" if isinstance(self.well, SiteWell) else ""
         return f"{kind} lattice at {angle:.2f} deg (fitted to the atoms{strained})"
 
@@ -369,6 +391,8 @@ class SearchDriver:
                 self._lattice_step()
             elif self.phase == "strain":
                 self._strain_step()
+            elif self.phase == "dislocation":
+                self._dislocation_step()
             elif self.phase == "grains":
                 self._grain_step()
             elif self.phase == "reseed":
@@ -526,6 +550,9 @@ class SearchDriver:
             return "lattice"
         if self.strain and self.stage == "lattice":
             return "strain"
+        if (self.dislocation and self.stage in ("lattice", "strain", "dislocation")
+                and (self.dislocation_models is None or self.dislocation_models)):
+            return "dislocation"
         if self.auto_alpha and not self.alpha_trials:
             return "alpha"
         return self._finish()
@@ -589,6 +616,42 @@ class SearchDriver:
         self._search_under_well(self._site_well(lattice, self.best.positions)
                                 if self.best.n else lattice, "strain")
 
+    def _dislocation_step(self):
+        """Fit crystals with an edge dislocation to the data (:mod:`.dislocation_fit`), once;
+        then search on under a well at the sites of the next one that fits clearly better than
+        a single crystal, with a third of the budget, the best configuration so far waiting as
+        the rival (the full objective decides between the fitted crystals: two projections
+        leave several at the noise level)."""
+        from ..lattice_prior import SiteWell
+
+        if self.dislocation_models is None:
+            from .dislocation_fit import detected_families, fit_site_models
+
+            models = fit_site_models(self.problem, self._data_lattice().basis)
+            self.dislocation_models = detected_families(models)
+            self._report("dislocation", accepted=bool(self.dislocation_models),
+                         misfits=[round(m.misfit, 3) for m in models])
+            if not self.dislocation_models:
+                self.phase = self._after_search()
+                return
+        model = self.dislocation_models.pop(0)
+        self.rival, self.rival_value, self.rival_start = self.best.copy(), self.best_value, self.start
+        self.rival_well = (self.well, self.well_from_data)
+        lattice = self._lattice_well(model.basis, model.sites[0])
+        self.well_from_data = True
+        self._search_under_well(SiteWell(model.sites, lattice), "dislocation",
+                                rival=lambda: self._occupied_sites(model.sites))
+
+    def _occupied_sites(self, sites):
+        """The atoms at the occupancy of ``sites`` that annealing finds lowest
+        (:mod:`.site_occupancy`), relaxed and polished under the objective in place."""
+        from .site_occupancy import anneal_occupancy, occupancy_problem
+
+        Q, h = occupancy_problem(self.objective, sites)
+        occupied, _ = anneal_occupancy(Q, h, self.rng, temperature=self.atom_energy)
+        state = AtomState(sites[occupied].copy(), np.zeros(int(occupied.sum()), int))
+        return self._polish(self.objective.relax(state, max_iterations=1000))
+
     def _own_well(self, state):
         """The well this stage judges ``state`` under when it judges every configuration under
         its own: the strained sites its atoms predict (the strain stage, with ``strain_refit``)
@@ -625,11 +688,16 @@ class SearchDriver:
         finally:
             self.well_term.well = current
 
-    def _search_under_well(self, well, stage):
+    def _search_under_well(self, well, stage, rival=None):
         """Make ``well`` the prior's well, relax the best configuration under it (the objective
-        has changed: best starts afresh) and start the search ``stage``."""
+        has changed: best starts afresh) and start the search ``stage`` from it, or from
+        ``rival()`` (a start made under the new well) when that is lower."""
         self._use_well(well)
         state = self.objective.relax(self.best, max_iterations=1000)
+        if rival is not None:
+            other = rival()
+            if other.n and self.objective.value(other) < self.objective.value(state):
+                state = other
         self._set_current(state)
         self.best, self.best_value = self.state.copy(), self.current_value
         self._report(stage, accepted=True, lattice=self._well_label())
@@ -656,14 +724,18 @@ class SearchDriver:
         self.phase = "hop"
 
     def _keep_better_search(self):
-        """End of the grain stage: keep its result or the first search's, whichever is lower."""
+        """End of the grain or a dislocation stage: keep its result or the one it competed
+        with (found under the well then in place), whichever is lower."""
         if self.rival_value < self.current_value:
             self.best, self.best_value = self.rival, self.rival_value
             self.state, self.current_value = self.rival.copy(), self.rival_value
             self.start = self.rival_start
-        else:
+            if self.rival_well is not None:
+                self._set_well(self.rival_well[0])
+                self.well_from_data = self.rival_well[1]
+        elif self.stage == "grains":
             self.start = f"{self.grain_label} (grain stage)"
-        self.rival, self.rival_value, self.rival_start = None, np.inf, None
+        self.rival, self.rival_value, self.rival_start, self.rival_well = None, np.inf, None, None
 
     def _start_stage(self, stage):
         """A later search stage (``"lattice"``, ``"strain"``, ``"refine"``): basin hopping from
@@ -950,9 +1022,13 @@ class SearchDriver:
             "runtime": self.previous_runtime + time.perf_counter() - t0,
             "alpha_trials": [(a, d) for a, d, _ in self.alpha_trials],
             "alpha_reason": getattr(self, "alpha_reason", None),
-            "well": (None if self.well is None
-                     else [*self.well.basis.ravel(), *self.well.origin]),
+            "well": None if self.well is None else _well_meta(self.well),
             "well_strained": strained_sites is not None,
+            "well_from_data": self.well_from_data,
+            "rival_well": None if self.rival_well is None else _well_meta(self.rival_well[0]),
+            "rival_well_from_data": None if self.rival_well is None else self.rival_well[1],
+            "dislocation_models": (None if self.dislocation_models is None
+                                   else [_well_meta(m) for m in self.dislocation_models]),
             "grain_label": self.grain_label,
             "rival_value": None if self.rival is None else self.rival_value,
             "rival_start": self.rival_start,
@@ -964,6 +1040,10 @@ class SearchDriver:
         }
         if strained_sites is not None:
             arrays["well_sites"] = strained_sites
+        if self.rival_well is not None and hasattr(self.rival_well[0], "sites"):
+            arrays["rival_well_sites"] = self.rival_well[0].sites
+        for k, model in enumerate(self.dislocation_models or []):
+            arrays[f"dislocation{k}_sites"] = model.sites
         for name, s in (("grain_seed", self.grain_seed), ("rival", self.rival)):
             if s is not None:
                 arrays[f"{name}_positions"], arrays[f"{name}_species"] = s.positions, s.species
@@ -971,6 +1051,14 @@ class SearchDriver:
             arrays[f"trial{k}_positions"] = s.positions
             arrays[f"trial{k}_species"] = s.species
         write_checkpoint(self.checkpoint, meta, arrays)
+
+    def _well_from_meta(self, params, sites=None):
+        """The well saved as ``_well_meta`` (+ its sites, for a :class:`SiteWell`)."""
+        from ..lattice_prior import SiteWell
+
+        w = np.asarray(params, float)
+        well = self._lattice_well(w[:4].reshape(2, 2), w[4:])
+        return well if sites is None else SiteWell(sites, well)
 
     def _load_checkpoint(self):
         meta, arrays = read_checkpoint(self.checkpoint)
@@ -997,13 +1085,19 @@ class SearchDriver:
         if meta.get("alpha_reason"):
             self.alpha_reason = meta["alpha_reason"]
         if meta.get("well") is not None:  # the lattice fitted to the atoms
-            w = np.asarray(meta["well"], float)
-            well = self._lattice_well(w[:4].reshape(2, 2), w[4:])
-            if meta.get("well_strained"):
-                from ..lattice_prior import SiteWell
-
-                well = SiteWell(arrays["well_sites"], well)
+            well = self._well_from_meta(meta["well"], arrays.get("well_sites")
+                                        if meta.get("well_strained") else None)
             self._use_well(well)
+        self.well_from_data = meta.get("well_from_data", False)
+        if meta.get("rival_well") is not None:
+            self.rival_well = (self._well_from_meta(meta["rival_well"], arrays.get("rival_well_sites")),
+                               meta["rival_well_from_data"])
+        if meta.get("dislocation_models") is not None:
+            from .dislocation_fit import SiteModel
+
+            self.dislocation_models = [
+                SiteModel(arrays[f"dislocation{k}_sites"], np.nan, np.nan, w[4:], w[:4].reshape(2, 2))
+                for k, w in enumerate(np.asarray(m, float) for m in meta["dislocation_models"])]
         self.state = AtomState(arrays["state_positions"], arrays["state_species"].astype(int))
         self.best = AtomState(arrays["best_positions"], arrays["best_species"].astype(int))
         self.grain_label = meta.get("grain_label")
