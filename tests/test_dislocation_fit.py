@@ -121,10 +121,10 @@ def test_run_killed_in_the_dislocation_stage_resumes_to_the_same_result(fitted_o
     assert resumed.info["lattice_prior"] == full.info["lattice_prior"]
 
 
-def test_dislocation_needs_the_lattice_stage():
+def test_dislocation_needs_an_energy_term():
     from atomtomo.solvers.adcg import reconstruct_adcg
 
     model = ForwardModel(Geometry.from_angles(2, [0.0, 1.0], 64, 1 / 64), 0.02)
     problem = Problem(model, np.zeros(model.geometry.data_shape), BOX, bond_length=SPACING)
-    with pytest.raises(InputError, match="dislocation needs the lattice stage"):
+    with pytest.raises(InputError, match="dislocation is part of the energy term"):
         reconstruct_adcg(problem, alpha=0.0, dislocation=True)

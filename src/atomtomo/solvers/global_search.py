@@ -212,9 +212,10 @@ class SearchDriver:
         self.strain_refit = bool(strain_refit)
         self.lattice_refit = bool(lattice_refit)
         self.dislocation = bool(dislocation)
-        if self.dislocation and self.lattice_beta <= 0:
-            raise InputError("ADCG option dislocation needs the lattice stage: 2D data along two "
-                             "zone axes with --alpha > 0 or auto, or lattice_prior > 0")
+        if self.dislocation:  # a stage after the lattice stage: none where that does not run
+            if problem.ndim != 2 or not problem.bond_length:
+                raise InputError("ADCG option dislocation needs 2D data and the bond length")
+            self._require_energy_term("ADCG option dislocation", needs_prior)
         # The dislocation stage: the fitted crystals still to search under (None: not fitted
         # yet) and whether the well in place is one of them.
         self.dislocation_models, self.well_from_data = None, False
