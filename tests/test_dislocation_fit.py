@@ -1,5 +1,7 @@
 """Crystals with an edge dislocation fitted to two projections, and the solver stage that uses them."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -8,8 +10,9 @@ from atomtomo import ForwardModel, Geometry
 from atomtomo.errors import InputError
 from atomtomo.phantoms.defects import edge_dislocation_lattice
 from atomtomo.solvers import dislocation_fit
-from atomtomo.solvers.dislocation_fit import detected_families, fit_site_models, lattice_kind
-from atomtomo.solvers.lattice_seed import _basis, lattice_sites
+from atomtomo.solvers.dislocation_fit import detected_families, fit_site_models
+from atomtomo.solvers.lattice_seed import _basis, lattice_kind, lattice_sites
+from killing import killed_then_resumed  # tests/killing.py
 from atomtomo.solvers.problem import Problem
 
 SPACING = 0.15
@@ -94,10 +97,6 @@ def test_dislocation_stage_searches_under_the_fitted_sites_and_keeps_the_lower_r
     assert match_atoms(result.configuration, truth, 0.1 * SPACING).f1 >= 0.95
 
 
-class Killed(Exception):
-    pass
-
-
 def test_run_killed_in_the_dislocation_stage_resumes_to_the_same_result(fitted_once, tmp_path):
     """The fitted crystals still to try, the well in place and the rival's well are part of
     the checkpoint."""
@@ -108,14 +107,8 @@ def test_run_killed_in_the_dislocation_stage_resumes_to_the_same_result(fitted_o
     stage = [r["iteration"] for r in records if r["phase"] == "dislocation"]
     assert len(stage) >= 2  # the fit, then (at least) one search
 
-    def kill(record):
-        if record["iteration"] == stage[1] + 2:
-            raise Killed
-
-    ckpt = tmp_path / "run.ckpt"
-    with pytest.raises(Killed):
-        reconstruct_adcg(fitted_once, checkpoint=ckpt, callback=kill, **OPTIONS)
-    resumed = reconstruct_adcg(fitted_once, checkpoint=ckpt, resume=True, **OPTIONS)
+    resumed = killed_then_resumed(partial(reconstruct_adcg, fitted_once, **OPTIONS),
+                                  stage[1] + 2, tmp_path / "run.ckpt")
     assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
     assert resumed.info["objective"] == full.info["objective"]
     assert resumed.info["lattice_prior"] == full.info["lattice_prior"]

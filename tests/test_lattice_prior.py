@@ -1,5 +1,7 @@
 """The explicit-lattice prior: a well at every lattice site, added to the pair potential."""
 
+from functools import partial
+
 import numpy as np
 from scipy.spatial import cKDTree
 import pytest
@@ -9,6 +11,7 @@ from atomtomo.lattice_prior import LatticeWell, SiteWell, WithLatticeWell, fit_w
 from atomtomo.potentials import make_potential
 from atomtomo.solvers.lattice_seed import _basis, lattice_sites
 from gradients import finite_difference  # tests/gradients.py
+from killing import killed_then_resumed  # tests/killing.py
 
 SPACING = 0.15
 BOX = np.array([[-0.5, 0.5], [-0.5, 0.5]])
@@ -210,10 +213,6 @@ def test_fit_well_refuses_bad_points():
         fit_well(well, np.zeros((4, 3)))
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("stage", ["lattice", "strain"])
 def test_run_killed_after_the_lattice_fit_resumes_to_the_same_result(tmp_path, stage):
     """The lattice fitted to the atoms, and the strained sites, are part of the checkpoint: a
@@ -228,14 +227,8 @@ def test_run_killed_after_the_lattice_fit_resumes_to_the_same_result(tmp_path, s
     assert full.info["lattice_prior"].endswith("(fitted to the atoms, strained)")
     fit = next(r["iteration"] for r in records if r["phase"] == stage)
 
-    def kill(record):
-        if record["iteration"] == fit + 2:
-            raise Killed
-
-    ckpt = tmp_path / "run.ckpt"
-    with pytest.raises(Killed):
-        reconstruct_adcg(problem, checkpoint=ckpt, callback=kill, **options)
-    resumed = reconstruct_adcg(problem, checkpoint=ckpt, resume=True, **options)
+    resumed = killed_then_resumed(partial(reconstruct_adcg, problem, **options), fit + 2,
+                                  tmp_path / "run.ckpt")
     assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
     assert resumed.info["objective"] == full.info["objective"]
     assert resumed.info["lattice_prior"] == full.info["lattice_prior"]

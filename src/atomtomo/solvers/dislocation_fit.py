@@ -53,6 +53,8 @@ from scipy.spatial import cKDTree
 
 from ..forward import pixel_kernel
 from ..phantoms.defects import edge_dislocation_displacement
+from ..phantoms.lattices2d import rotation_matrix
+from .lattice_seed import lattice_kind
 
 #: Rotations tried around the fitted lattice's, in degrees either way.
 ROTATION_RANGE = 9.0
@@ -89,18 +91,6 @@ class SiteModel:
     @property
     def dislocated(self) -> bool:
         return self.burgers is not None
-
-
-def lattice_kind(basis) -> str:
-    """``"square"`` or ``"hexagonal"`` from the angle between the two lattice vectors."""
-    b = np.asarray(basis, float)
-    cos = abs(b[:, 0] @ b[:, 1]) / (np.linalg.norm(b[:, 0]) * np.linalg.norm(b[:, 1]))
-    return "square" if cos < 0.25 else "hexagonal"
-
-
-def _rotation(t):
-    c, s = np.cos(t), np.sin(t)
-    return np.array([[c, -s], [s, c]])
 
 
 class _Scorer:
@@ -159,7 +149,7 @@ class _Crystal:
         self.kind = lattice_kind(self.basis0)
 
     def basis(self, rotation):
-        return _rotation(rotation) @ self.basis0
+        return rotation_matrix(rotation) @ self.basis0
 
     def sites(self, rotation, origin, burgers=None, core=None, margin=2):
         ref = _lattice_points(self.basis(rotation), np.asarray(origin, float), self.box, margin)
@@ -183,7 +173,7 @@ class _Crystal:
         for v in vecs:
             for sign in (1.0, -1.0):
                 b = sign * v
-                out.append((b, _rotation(turn) @ b, half))
+                out.append((b, rotation_matrix(turn) @ b, half))
         return out
 
 
@@ -212,7 +202,7 @@ def _same_family(a, b, tol):
     return min(np.mean(cKDTree(b).query(a)[0] < tol), np.mean(cKDTree(a).query(b)[0] < tol)) >= 0.8
 
 
-def fit_site_models(problem, basis, *, families: int = 3, callback=None) -> list[SiteModel]:
+def fit_site_models(problem, basis, *, families: int = 3) -> list[SiteModel]:
     """Crystals with and without an edge dislocation that fit the data, lowest ``m`` first.
 
     Parameters
@@ -234,12 +224,12 @@ def fit_site_models(problem, basis, *, families: int = 3, callback=None) -> list
     scorer = _Scorer(problem)
     crystal = _Crystal(basis, scorer.box)
     a = crystal.spacing
-    theta0 = 0.0
     reach = np.hypot(*(scorer.box[:, 1] - scorer.box[:, 0])) / 2 + 2 * a
     centre = scorer.box.mean(1)
+    core_reach = 0.45 * (scorer.box[:, 1] - scorer.box[:, 0])  # cores this far from the centre
     plain, dislocated = [], []
     for dtheta in np.radians(np.arange(-ROTATION_RANGE, ROTATION_RANGE + 0.5, 1.0)):
-        rotation = theta0 + dtheta
+        rotation = dtheta
         ref = _lattice_points(crystal.basis(rotation), centre, scorer.box, 3)
         ref = ref[np.hypot(*(ref - centre).T) < reach]
         for o in _two_best_origins(scorer, crystal, rotation, ref):
@@ -248,16 +238,14 @@ def fit_site_models(problem, basis, *, families: int = 3, callback=None) -> list
             for i in range(-6, 7):
                 for j in range(-6, 7):
                     core = centre + (i + h) * b + (j + 0.5) * v
-                    if np.any(np.abs(core - centre) > 0.45 * (scorer.box[:, 1] - scorer.box[:, 0]) + a):
+                    if np.any(np.abs(core - centre) > core_reach + a):
                         continue
                     rel = ref + edge_dislocation_displacement(ref, b, core, POISSON)
                     for o in _two_best_origins(scorer, crystal, rotation, rel):
                         shifted = core + o
-                        if np.any(np.abs(shifted - centre) > 0.45 * (scorer.box[:, 1] - scorer.box[:, 0])):
+                        if np.any(np.abs(shifted - centre) > core_reach):
                             continue
                         dislocated.append((scorer.misfit(rel + o), rotation, o, b, shifted))
-        if callback is not None:
-            callback(dtheta)
     plain.sort(key=lambda m: m[0])
     dislocated.sort(key=lambda m: m[0])
 
@@ -269,7 +257,7 @@ def fit_site_models(problem, basis, *, families: int = 3, callback=None) -> list
             p0, step = np.zeros(3), [0.1, 0.1, 0.3]
         else:
             def params(p):
-                return rotation + p[2], o + p[:2], _rotation(p[2]) @ b, core + p[3:5]
+                return rotation + p[2], o + p[:2], rotation_matrix(p[2]) @ b, core + p[3:5]
             p0, step = np.zeros(5), [0.1, 0.1, 0.3, 1.0, 1.0]
         scale = np.array([problem.sigma, problem.sigma, np.radians(1.0), a / 4, a / 4])[:len(p0)]
 

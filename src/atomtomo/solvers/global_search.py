@@ -365,10 +365,11 @@ class SearchDriver:
         """The fitted lattice for the output, e.g. ``square lattice at 32.24 deg (...)``."""
         from ..lattice_prior import SiteWell
 
-        b1, b2 = self.well.basis.T
-        square = abs(b1 @ b2) < 1e-9 * (b1 @ b1)
-        angle = np.degrees(np.arctan2(b1[1], b1[0])) % (90.0 if square else 60.0)
-        kind = "square" if square else "hexagonal"
+        from .lattice_seed import lattice_kind
+
+        b1 = self.well.basis[:, 0]
+        kind = lattice_kind(self.well.basis)
+        angle = np.degrees(np.arctan2(b1[1], b1[0])) % (90.0 if kind == "square" else 60.0)
         if self.well_from_data:
             return f"{kind} lattice at {angle:.2f} deg with an edge dislocation (fitted to the data)"
         strained = ", strained" if isinstance(self.well, SiteWell) else ""

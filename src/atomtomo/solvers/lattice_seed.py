@@ -183,6 +183,13 @@ def greedy_misfit(objective: AtomObjective, sites, tol: float | None = None):
     return _greedy_misfit_numpy(residual, idx, val, energy, weights, tol)
 
 
+def lattice_kind(basis) -> str:
+    """``"square"`` or ``"hexagonal"`` from the angle between the two lattice vectors (columns)."""
+    b = np.asarray(basis, float)
+    cos = abs(b[:, 0] @ b[:, 1]) / (np.linalg.norm(b[:, 0]) * np.linalg.norm(b[:, 1]))
+    return "square" if cos < 0.25 else "hexagonal"
+
+
 def _basis(kind, spacing, theta):
     b1, b2, _ = LATTICES[kind]
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
