@@ -233,7 +233,7 @@ def fit_site_models(problem, basis, *, families: int = 3) -> list[SiteModel]:
         ref = _lattice_points(crystal.basis(rotation), centre, scorer.box, 3)
         ref = ref[np.hypot(*(ref - centre).T) < reach]
         for o in _two_best_origins(scorer, crystal, rotation, ref):
-            plain.append((scorer.misfit(ref + o), rotation, o, None, None))
+            plain.append((scorer.misfit(ref + o), rotation, centre + o, None, None))
         for b, v, h in crystal.burgers_and_rows(rotation):
             for i in range(-6, 7):
                 for j in range(-6, 7):
@@ -245,7 +245,8 @@ def fit_site_models(problem, basis, *, families: int = 3) -> list[SiteModel]:
                         shifted = core + o
                         if np.any(np.abs(shifted - centre) > core_reach):
                             continue
-                        dislocated.append((scorer.misfit(rel + o), rotation, o, b, shifted))
+                        dislocated.append((scorer.misfit(rel + o), rotation, centre + o, b, shifted))
+    # each entry's origin is a site of its lattice (ref was built through the centre)
     plain.sort(key=lambda m: m[0])
     dislocated.sort(key=lambda m: m[0])
 
