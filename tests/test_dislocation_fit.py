@@ -59,9 +59,13 @@ def test_the_fit_finds_the_dislocated_crystal_and_prefers_it_to_any_single_cryst
 def test_a_crystal_without_a_dislocation_is_not_taken_for_one():
     sites = lattice_sites("square", SPACING, THETA, np.array([0.02, -0.03]), BOX)
     truth = np.delete(sites[np.linalg.norm(sites, axis=1) < 0.42], 5, axis=0)  # a vacancy
-    models = fit_site_models(_two_zone_axes(truth), _basis("square", SPACING, THETA))
+    problem = _two_zone_axes(truth)
+    models = fit_site_models(problem, _basis("square", SPACING, THETA))
     assert models[0].misfit < 0.3 and _recall(models[0].sites, truth) == 1.0
     assert detected_families(models) == []
+    # a crystal that fits below the detection margin: the dislocated scan is skipped
+    (plain,) = fit_site_models(problem, _basis("square", SPACING, THETA), detectable_only=True)
+    assert plain.misfit == models[0].misfit
 
 
 def test_lattice_kind():
@@ -121,3 +125,43 @@ def test_dislocation_needs_an_energy_term():
     problem = Problem(model, np.zeros(model.geometry.data_shape), BOX, bond_length=SPACING)
     with pytest.raises(InputError, match="dislocation is part of the energy term"):
         reconstruct_adcg(problem, alpha=0.0, dislocation=True)
+
+
+def test_the_stage_is_on_by_default_where_it_can_run_and_off_elsewhere():
+    from atomtomo.solvers.global_search import SearchDriver
+
+    model = ForwardModel(Geometry.from_angles(2, [0.3, 1.1], 64, 1 / 64), 0.02)
+    problem = Problem(model, np.zeros(model.geometry.data_shape), BOX, bond_length=SPACING)
+    assert SearchDriver(problem, alpha=0.01, hops=0).dislocation
+    assert not SearchDriver(problem, alpha=0.0, hops=0).dislocation  # no energy term
+    assert not SearchDriver(problem, alpha=0.01, hops=0, dislocation=False).dislocation
+    geo3 = Geometry.from_angles(3, [0.0, 1.0], (16, 16), 1 / 16)
+    problem3 = Problem(ForwardModel(geo3, 0.05), np.zeros(geo3.data_shape),
+                       np.array([[-0.5, 0.5]] * 3), bond_length=0.2)
+    assert not SearchDriver(problem3, alpha=0.01, hops=0).dislocation
+    with pytest.raises(InputError, match="needs 2D data"):
+        SearchDriver(problem3, alpha=0.01, hops=0, dislocation=True)
+
+
+@pytest.mark.parametrize("turn, expected", [(0.0, True), (np.radians(12.0), False)])
+def test_a_fitted_dislocation_turns_the_lattice_stage_on_where_the_columns_test_misses(
+        fitted_once, dislocated, monkeypatch, turn, expected):
+    """Where the column coherence misses the zone axes (a hexagonal crop's extra half-row
+    spoils its columns) but a crystal with a dislocation fits the data and both beams run
+    along its rows, the run is treated as along zone axes; not when the beams cross its rows
+    (the fitted crystal turned by 12 degrees)."""
+    from atomtomo.solvers import global_search
+    from atomtomo.solvers.global_search import SearchDriver
+
+    monkeypatch.setattr(global_search, "along_zone_axes", lambda p: (False, np.array([0.5, 0.6])))
+    models = [dislocation_fit.SiteModel(m.sites, m.misfit, m.rotation, m.origin,
+                                        dislocation_fit.rotation_matrix(turn) @ m.basis,
+                                        m.burgers, m.core) for m in dislocated[2]]
+    monkeypatch.setattr(dislocation_fit, "fit_site_models", lambda *a, **k: models)
+    driver = SearchDriver(fitted_once, alpha="auto")
+    assert (driver.lattice_beta > 0) == expected
+    assert (driver.zone_axes_from is not None) == expected
+    assert bool(driver.hull) == expected
+    if expected:
+        assert driver.zone_axes_from == "a crystal with a dislocation fitted to the data"
+        assert driver.site_models is models  # fitted once: the stage uses the same models

@@ -396,6 +396,17 @@ def test_self_energy_is_squared_norm_of_one_atom():
             0.5 * float(np.sum(model.project(np.zeros((1, model.geometry.ndim))) ** 2)), rel=1e-12)
 
 
+
+@pytest.mark.parametrize("case", list(MODELS))
+def test_design_matrix_columns_are_one_atom_projections(case, kernels, monkeypatch):
+    model, pos = MODELS[case]()
+    monkeypatch.setattr(forward_module, "_CHUNK_ENTRIES", 50)  # several chunks
+    A = model.design_matrix(pos, weight=1.7)
+    assert A.shape == (int(np.prod(model.geometry.data_shape)), len(pos))
+    for k, p in enumerate(pos):
+        np.testing.assert_allclose(A[:, k], model.project(p[None], [1.7]).ravel(), atol=1e-13)
+
+
 GRID_3D = (np.linspace(-0.7, 0.66, 7), np.linspace(-0.45, 0.43, 5), np.linspace(-0.5, 0.61, 6))
 
 

@@ -64,3 +64,22 @@ def test_the_hull_is_off_by_default_off_the_zone_axes():
     assert driver.hull == 0.0 and driver.pairing_applies  # the pairing move stays
     assert SearchDriver(off, alpha="auto", hull=3).hull == 3.0  # asked for: on
     assert SearchDriver(_problem(poster_vacancy(), (0.0, 90.0)), alpha="auto").hull == 3.0
+
+
+@pytest.mark.parametrize("kind, degrees, expected", [
+    ("square", (20.0, 110.0), True),      # [10] and [01]
+    ("square", (20.8, 65.0), True),       # [10] 0.8 degrees off and [11]
+    ("square", (33.0, 110.0), False),     # [21]: rows 0.45 bond lengths apart
+    ("hexagonal", (20.0, 50.0), True),    # nearest-neighbour rows and the second family
+    ("hexagonal", (20.0, 35.0), False),
+])
+def test_beams_along_rows_of_a_fitted_lattice(kind, degrees, expected):
+    """The zone-axis test on a lattice fitted to the data: each beam within 2 degrees of a row
+    of the lattice (a square lattice at 20 degrees, rows along 20 + 90 k and 65 + 90 k
+    degrees; a hexagonal one along 20 + 60 k and 50 + 60 k); the beam runs across the
+    detector direction."""
+    from atomtomo.solvers.lattice_seed import _basis
+    from atomtomo.solvers.zone_axes import beams_along_rows
+
+    geo = Geometry.from_angles(2, np.radians(degrees), 64, 0.02)
+    assert beams_along_rows(_basis(kind, 0.1, np.radians(20.0)), geo, 0.1) == expected

@@ -356,6 +356,37 @@ class ForwardModel:
                 out[sl] = np.einsum("an,an->n", (bu * bu).sum(-1), (bv * bv).sum(-1))
         return out
 
+    def design_matrix(self, points, weight: float = 1.0) -> np.ndarray:
+        """The projections of one atom of ``weight`` at each point as the columns of a dense
+        ``(data size, len(points))`` matrix ``A`` (so ``A @ w`` is :meth:`project` with weights
+        ``weight * w``): the linear model of occupancies on fixed sites.
+
+        Built from the same truncated windows as :meth:`project`, one scatter for all columns.
+        """
+        pts, _ = self._check(points)
+        geo = self.geometry
+        size = int(np.prod(geo.data_shape))
+        out = np.zeros(size * len(pts))
+        for sl in self._chunks(len(pts)):
+            p = pts[sl]
+            atom = np.arange(sl.start, sl.stop)
+            if geo.ndim == 2:
+                (n_det,) = geo.detector_shape
+                idx, val = self._window(geo.detector_coordinates(p), n_det)
+                row = np.arange(geo.n_angles)[:, None, None] * n_det + idx
+                flat, vals = row * len(pts) + atom[None, :, None], val
+            else:
+                n_rows, n_cols = geo.detector_shape
+                iu, bu, iv, bv = self._windows_3d(p)
+                iv, bv = np.broadcast_to(iv, iu.shape), np.broadcast_to(bv, bu.shape)
+                row = ((np.arange(geo.n_angles)[:, None, None, None] * n_rows + iv[..., :, None])
+                       * n_cols + iu[..., None, :])
+                flat = row * len(pts) + atom[None, :, None, None]
+                vals = bv[..., :, None] * bu[..., None, :]
+            # entries outside the detector are clipped onto its edge with value 0: add, not set
+            out += np.bincount(flat.ravel(), weights=vals.ravel(), minlength=out.size)
+        return weight * out.reshape(size, len(pts))
+
     def _separable_profiles(self, axes):
         """Dense pixel profiles of a 3D single-axis tensor grid: ``bv`` (n_y, n_rows) and, per
         angle, ``bu`` (n_angles, n_x * n_z, n_cols)."""

@@ -229,7 +229,12 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         predict, not those of the configuration the stage started from; default off, measured
         in docs/solver.md), lattice_refit (the lattice stage judges every proposal under the
         lattice refitted to its own atoms, not the one fitted when the stage began; default
-        off, measured in docs/solver.md),
+        off, measured in docs/solver.md), dislocation (with a lattice prior: a last stage that
+        fits crystals with an edge dislocation to the data and searches again under a well at
+        the sites of each that fits clearly better than one crystal, see :mod:`.dislocation_fit`;
+        with two angles it also turns the lattice stage on where the column test misses the
+        zone axes but the fitted crystal's rows run along both beams; default on in 2D with the
+        bond length and an energy term),
         pairing (2D, two angles, pair potential: a
         basin-hopping move that anneals the pairing of the two projections' coordinates under
         the pair potential, see :mod:`.pair_annealing`; default on), hull (2D: weight ``h``,

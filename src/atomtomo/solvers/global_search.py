@@ -34,12 +34,15 @@ dislocation or a defect's relaxation) and searches on with another third. With
 ``strain_refit`` (off by default) that stage judges every proposal under the sites its own atoms
 predict instead of those of the configuration it started from; with ``lattice_refit`` (off by
 default) the lattice stage judges every proposal under the lattice refitted to its own atoms.
-With ``dislocation`` (off by default) a *dislocation stage* follows: crystals with an edge
+A *dislocation stage* follows (option ``dislocation``, on by default): crystals with an edge
 dislocation are fitted to the data themselves (:mod:`.dislocation_fit`), not to the atoms, and
 for each that fits clearly better than one crystal the search starts again under a well at its
 sites, from the occupancy of the sites that annealing finds lowest (:mod:`.site_occupancy`)
 when that is lower than the best so far; the lower result of each such search and the one
-before it is kept.
+before it is kept. With two angles the same fit also decides the zone-axis question where the
+column test misses it (a dislocation's extra half-row spoils a small crop's columns): a
+crystal with a dislocation that fits the data, with rows along both beams, turns the hull
+pressure and the lattice stage on.
 
 :class:`SearchDriver` runs the whole reconstruction as a sequence of iterations (ADCG
 iterations, then hops), so that it can checkpoint after each one and resume exactly.
@@ -56,6 +59,7 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ..potentials import PairPotential
 from .grid import estimated_atom_count
+from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
 from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
 from .objective import AtomObjective, AtomState, near_mask
@@ -154,7 +158,7 @@ class SearchDriver:
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
                  lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None,
                  grains=True, reseed=None, strain=True, strain_refit=False,
-                 lattice_refit=False, dislocation=False):
+                 lattice_refit=False, dislocation=None):
         from ..potentials import make_potential
 
         self.problem = problem
@@ -196,9 +200,21 @@ class SearchDriver:
         self.coherence = None
         zone_axes = False
         if two_angles and needs_prior:
-            from .zone_axes import along_zone_axes
-
             zone_axes, self.coherence = along_zone_axes(problem)
+        # The dislocation stage (default: wherever it can run; it follows the lattice stage).
+        can_fit = problem.ndim == 2 and bool(bond) and needs_prior and pair_prior
+        self.dislocation = can_fit if dislocation is None else bool(dislocation)
+        if self.dislocation and dislocation is not None:
+            if problem.ndim != 2 or not bond:
+                raise InputError("ADCG option dislocation needs 2D data and the bond length")
+            self._require_energy_term("ADCG option dislocation", needs_prior)
+        # The crystals fitted to the data (once per run) and, while the stage runs, those of
+        # them still to search under (None: not fitted yet); whether the well in place is one.
+        self.site_models, self.dislocation_models, self.well_from_data = None, None, False
+        self.zone_axes_from = "column coherence" if zone_axes else None
+        if (self.dislocation and two_angles and not zone_axes and hops != 0
+                and lattice_prior is None and self.coherence.min() >= ZONE_AXIS_COHERENCE[0]):
+            zone_axes = self._dislocated_zone_axes()
         self.hull = self._add_hull(hull, zone_axes, needs_prior)
         self.well = None  # the lattice well, once fitted to the atoms (the lattice stage)
         if lattice_prior is None:  # a search stage: not by default when no search is asked for
@@ -211,14 +227,6 @@ class SearchDriver:
         self.strain = bool(strain)
         self.strain_refit = bool(strain_refit)
         self.lattice_refit = bool(lattice_refit)
-        self.dislocation = bool(dislocation)
-        if self.dislocation:  # a stage after the lattice stage: none where that does not run
-            if problem.ndim != 2 or not problem.bond_length:
-                raise InputError("ADCG option dislocation needs 2D data and the bond length")
-            self._require_energy_term("ADCG option dislocation", needs_prior)
-        # The dislocation stage: the fitted crystals still to search under (None: not fitted
-        # yet) and whether the well in place is one of them.
-        self.dislocation_models, self.well_from_data = None, False
         self.field = field
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
             from ..lattice_prior import WithLatticeWell
@@ -334,12 +342,40 @@ class SearchDriver:
     def _data_lattice(self):
         """The single-grain lattice that fits the data best (:mod:`.lattice_seed`), as a well of
         depth ``beta epsilon``: the start of the lattice fit."""
+        best = self._data_lattice_fit()
+        return self._lattice_well(best["basis"], best["origin"])
+
+    def _data_lattice_fit(self):
+        """The best single-grain candidate of :func:`~.lattice_seed.lattice_candidates`."""
         from .lattice_seed import lattice_candidates
 
         fits = [c for c in lattice_candidates(self.objective, self.problem.bond_length)
                 if c["grains"] == 1]
-        best = min(fits, key=lambda c: c["misfit"])
-        return self._lattice_well(best["basis"], best["origin"])
+        return min(fits, key=lambda c: c["misfit"])
+
+    def _fitted_crystals(self):
+        """Crystals with and without an edge dislocation fitted to the data
+        (:func:`~.dislocation_fit.fit_site_models`), once per run."""
+        if self.site_models is None:
+            from .dislocation_fit import fit_site_models
+
+            self.site_models = fit_site_models(self.problem, self._data_lattice_fit()["basis"],
+                                               detectable_only=True)
+        return self.site_models
+
+    def _dislocated_zone_axes(self) -> bool:
+        """Whether a crystal with a dislocation fits the data clearly better than one without
+        and both beams run along its rows: zone axes the column coherence misses (a
+        dislocation's extra half-row spoils the columns of a small crop; two hexagonal crops
+        of 16 with a dislocation in docs/solver.md)."""
+        from .dislocation_fit import detected_families
+
+        found = detected_families(self._fitted_crystals())
+        if found and beams_along_rows(found[0].basis, self.problem.geometry,
+                                      self.problem.bond_length):
+            self.zone_axes_from = "a crystal with a dislocation fitted to the data"
+            return True
+        return False
 
     def _lattice_well(self, basis, origin):
         """A well of the run's depth (``beta epsilon``) and width at the sites of a lattice."""
@@ -627,9 +663,9 @@ class SearchDriver:
         from ..lattice_prior import SiteWell
 
         if self.dislocation_models is None:
-            from .dislocation_fit import detected_families, fit_site_models
+            from .dislocation_fit import detected_families
 
-            models = fit_site_models(self.problem, self._data_lattice().basis)
+            models = self._fitted_crystals()
             self.dislocation_models = detected_families(models)
             self._report("dislocation", accepted=bool(self.dislocation_models),
                          misfits=[round(m.misfit, 3) for m in models])
@@ -991,6 +1027,7 @@ class SearchDriver:
             **({"hull": self.hull} if self.hull else {}),
             **({"column_coherence": ",".join(f"{c:.2f}" for c in self.coherence)}
                if self.coherence is not None and len(self.coherence) else {}),
+            **({"zone_axes": self.zone_axes_from} if self.zone_axes_from else {}),
             "n_atoms": final.n,
             "atom_data_energy": self.atom_energy,
             "seed": self.seed,

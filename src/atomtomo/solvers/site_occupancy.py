@@ -48,8 +48,7 @@ def occupancy_problem(objective, sites, species: int = 0):
     if sites.ndim != 2 or len(sites) == 0:
         raise InputError(f"site occupancy needs (m, d) sites with m >= 1, got shape {sites.shape}")
     weight = objective.species_weights[species]
-    model = objective.model
-    A = np.stack([model.project(p[None], np.array([weight])).ravel() for p in sites], axis=1)
+    A = objective.model.design_matrix(sites, weight)
     Q = A.T @ A
     h = -A.T @ np.asarray(objective.data, float).ravel()
     potential = _innermost(objective.potential)

@@ -76,3 +76,23 @@ def along_zone_axes(problem) -> tuple[bool, np.ndarray]:
                          problem.bond_length)
     low, high = ZONE_AXIS_COHERENCE
     return bool(c.min() >= low and c.max() >= high), c
+
+
+def beams_along_rows(basis, geometry, bond_length: float, tolerance: float = 2.0) -> bool:
+    """Whether every beam of a 2D geometry runs within ``tolerance`` degrees of a row of the
+    lattice with vectors ``basis`` (columns) whose rows lie at least ``ROW_SPACINGS[0]``
+    bond lengths apart: the zone-axis test for a crystal fitted to the data, where the column
+    coherence misses it (a dislocation's extra half-row spoils the columns of small crops).
+    """
+    basis = np.asarray(basis, dtype=float)
+    area = abs(np.linalg.det(basis))
+    n = np.array([(i, j) for i in range(-3, 4) for j in range(0, 4) if (j > 0 or i > 0)])
+    vectors = n @ basis.T  # lattice vectors, each direction once up to sign
+    length = np.linalg.norm(vectors, axis=1)
+    # rows along a lattice vector v lie area / |v| apart
+    wide = area / length >= ROW_SPACINGS[0] * bond_length
+    rows = vectors[wide] / length[wide, None]
+    detector = np.asarray(geometry.directions, dtype=float)
+    beams = np.c_[-detector[:, 1], detector[:, 0]]
+    cos = np.abs(beams @ rows.T).max(axis=1)
+    return bool(np.all(cos >= np.cos(np.radians(tolerance))))
