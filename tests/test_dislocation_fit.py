@@ -76,8 +76,11 @@ def test_lattice_kind():
 @pytest.fixture
 def fitted_once(dislocated, monkeypatch):
     """The driver's fit replaced by the module fixture's models (the fit is the slow part)."""
+    from atomtomo.solvers import global_search
+
     _, problem, models = dislocated
     monkeypatch.setattr(dislocation_fit, "fit_site_models", lambda *a, **k: models)
+    monkeypatch.setattr(global_search, "_FITTED_CRYSTALS", {})  # nothing fitted before
     return problem
 
 

@@ -33,15 +33,18 @@ level (0.1 ``E_1`` on the crops measured), a single lattice across a dislocation
 Search. ``m`` is sharp in the shift (a third of the atom width costs about 1 ``E_1``), smooth in
 the rotation and nearly flat in the core position, so: rotations within
 :data:`ROTATION_RANGE` of the fitted lattice's in :data:`ROTATION_STEP` degree steps (a
-dislocation turns the mean lattice of a small crop by up to 6 degrees; 1 degree steps found
-the same best crystals on 16 crops at 2.4 times the cost); each Burgers vector; cores between two rows
-parallel to it (where a dislocation's core sits) within the box; for each, the two best shifts
-over a 12 x 12 grid of the cell by the data's summed value at the projected sites (cheap); then
-``m`` for those, and Nelder-Mead over shift, rotation and core from the lowest
-:data:`REFINED` models. Models whose sites coincide (four in five of one's sites within 0.2 bond
-lengths of the other's) are one *family*; two projections leave several families at the noise
-level (occupancies re-paired onto shifted rows), so the caller gets the lowest few and lets the
-full objective decide between them.
+dislocation turns the mean lattice of a small crop by up to 6 degrees; on the 16 dislocation
+crops of docs/solver.md 1-degree steps found no crystal lower by more than 0.02 ``E_1``); each
+Burgers vector; cores between two rows parallel to it (where a dislocation's core sits) within
+the box; for each, the two best shifts over a 12 x 12 grid of the cell by the data's summed
+value at the projected sites (cheap); then ``m`` for those, and Nelder-Mead over shift,
+rotation and core from the lowest :data:`REFINED` models. Models whose sites coincide (four in
+five of one's sites within 0.2 bond lengths of the other's) are one *family*; two projections
+leave several families at the noise level (occupancies re-paired onto shifted rows), so the
+caller gets the lowest few and lets the full objective decide between them. The crystals
+without a dislocation are scanned first: where the best of them fits below
+:data:`DETECT_MARGIN`, no dislocated crystal could be detected, and ``detectable_only`` skips
+the rest.
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ ROTATION_STEP = 2.0
 
 #: Models refined by Nelder-Mead (the lowest by ``m`` after the grid).
 REFINED = 16
+
+#: Nelder-Mead stops when the simplex's vertices agree to the first value (in the units of
+#: :func:`_refine`) and their misfits to the second (``E_1``; the noise level is about 0.1).
+REFINE_TOLERANCE = (0.01, 0.01)
 
 #: Poisson ratio of the model's displacement field.
 POISSON = 0.3
@@ -275,26 +282,29 @@ def _dislocated_scan(scorer, crystal, refs):
 
 def _refine(scorer, crystal, model) -> SiteModel:
     """Nelder-Mead on ``m`` over the shift, the rotation and (with a dislocation) the core,
-    from a model of the scan."""
+    from a model of the scan, in units of ``sigma``, 1 degree and a quarter bond length."""
     _, rotation, o, b, core = model
+    sigma, a = scorer.problem.sigma, crystal.spacing
+    scale = np.array([sigma, sigma, np.radians(1.0), a / 4, a / 4])
     if b is None:
         def params(p):
+            p = p * scale[:3]
             return rotation + p[2], o + p[:2], None, None
-        p0, step = np.zeros(3), [0.1, 0.1, 0.3]
+        step = [0.1, 0.1, 0.3]
     else:
         def params(p):
+            p = p * scale
             return rotation + p[2], o + p[:2], rotation_matrix(p[2]) @ b, core + p[3:5]
-        p0, step = np.zeros(5), [0.1, 0.1, 0.3, 1.0, 1.0]
-    sigma, a = scorer.problem.sigma, crystal.spacing
-    scale = np.array([sigma, sigma, np.radians(1.0), a / 4, a / 4])[:len(p0)]
+        step = [0.1, 0.1, 0.3, 1.0, 1.0]
+    p0 = np.zeros(len(step))
 
     def m(p):
         return scorer.misfit(crystal.sites(*params(p)))
 
-    simplex = np.vstack([p0, np.diag(np.asarray(step) * scale)])
+    simplex = np.vstack([p0, np.diag(step)])
     res = minimize(m, p0, method="Nelder-Mead",
-                   options=dict(initial_simplex=simplex, xatol=1e-5, fatol=1e-3,
-                                maxiter=100 * len(p0)))
+                   options=dict(initial_simplex=simplex, xatol=REFINE_TOLERANCE[0],
+                                fatol=REFINE_TOLERANCE[1], maxiter=100 * len(p0)))
     rot, org, bb, cc = params(res.x)
     return SiteModel(scorer.inside(crystal.sites(rot, org, bb, cc)), float(res.fun), float(rot),
                      np.asarray(org), crystal.basis(rot), bb, cc)

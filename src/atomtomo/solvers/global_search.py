@@ -149,6 +149,11 @@ def _innermost(potential):
     return potential
 
 
+#: Crystals fitted to the data by :meth:`SearchDriver._fitted_crystals`, by data and lattice
+#: (the fit is deterministic and takes seconds; a few entries).
+_FITTED_CRYSTALS: dict = {}
+
+
 class SearchDriver:
     """Runs ADCG + basin hopping as resumable iterations; see :func:`reconstruct_adcg`."""
 
@@ -355,12 +360,19 @@ class SearchDriver:
 
     def _fitted_crystals(self):
         """Crystals with and without an edge dislocation fitted to the data
-        (:func:`~.dislocation_fit.fit_site_models`), once per run."""
+        (:func:`~.dislocation_fit.fit_site_models`), once per run, and once per process for
+        the same data and lattice (a resumed run or another restart in this process)."""
         if self.site_models is None:
             from .dislocation_fit import fit_site_models
 
-            self.site_models = fit_site_models(self.problem, self._data_lattice_fit()["basis"],
-                                               detectable_only=True)
+            p, basis = self.problem, self._data_lattice_fit()["basis"]
+            key = digest(p.data, p.box, p.model.geometry.directions, basis,
+                         [p.sigma, p.bond_length, p.model.geometry.pixel_size])
+            if key not in _FITTED_CRYSTALS:
+                if len(_FITTED_CRYSTALS) >= 8:
+                    _FITTED_CRYSTALS.pop(next(iter(_FITTED_CRYSTALS)))
+                _FITTED_CRYSTALS[key] = fit_site_models(p, basis, detectable_only=True)
+            self.site_models = _FITTED_CRYSTALS[key]
         return self.site_models
 
     def _dislocated_zone_axes(self) -> bool:
