@@ -396,7 +396,6 @@ def test_self_energy_is_squared_norm_of_one_atom():
             0.5 * float(np.sum(model.project(np.zeros((1, model.geometry.ndim))) ** 2)), rel=1e-12)
 
 
-
 @pytest.mark.parametrize("case", list(MODELS))
 def test_design_matrix_columns_are_one_atom_projections(case, kernels, monkeypatch):
     model, pos = MODELS[case]()

@@ -69,7 +69,7 @@ def test_the_hull_is_off_by_default_off_the_zone_axes():
 @pytest.mark.parametrize("kind, degrees, expected", [
     ("square", (20.0, 110.0), True),      # [10] and [01]
     ("square", (20.8, 65.0), True),       # [10] 0.8 degrees off and [11]
-    ("square", (33.0, 110.0), False),     # [21]: rows 0.45 bond lengths apart
+    ("square", (46.6, 110.0), False),     # [21] (26.6 degrees from [10]): rows 0.45 a apart
     ("hexagonal", (20.0, 50.0), True),    # nearest-neighbour rows and the second family
     ("hexagonal", (20.0, 35.0), False),
 ])
