@@ -134,10 +134,16 @@ def test_the_stage_is_on_by_default_where_it_can_run_and_off_elsewhere():
     from atomtomo.solvers.global_search import SearchDriver
 
     model = ForwardModel(Geometry.from_angles(2, [0.3, 1.1], 64, 1 / 64), 0.02)
-    problem = Problem(model, np.zeros(model.geometry.data_shape), BOX, bond_length=SPACING)
+    grid = SPACING * (np.stack(np.meshgrid(np.arange(5), np.arange(5)), -1).reshape(-1, 2) - 2)
+    problem = Problem(model, model.project(grid), BOX, bond_length=SPACING)  # 25 atoms
     assert SearchDriver(problem, alpha=0.01, hops=0).dislocation
     assert not SearchDriver(problem, alpha=0.0, hops=0).dislocation  # no energy term
     assert not SearchDriver(problem, alpha=0.01, hops=0, dislocation=False).dislocation
+    # too few atoms to hold a dislocation: off by default, on when asked for
+    few = Problem(model, model.project(grid[:dislocation_fit.MIN_ATOMS - 1]), BOX,
+                  bond_length=SPACING)
+    assert not SearchDriver(few, alpha=0.01, hops=0).dislocation
+    assert SearchDriver(few, alpha=0.01, hops=0, dislocation=True).dislocation
     geo3 = Geometry.from_angles(3, [0.0, 1.0], (16, 16), 1 / 16)
     problem3 = Problem(ForwardModel(geo3, 0.05), np.zeros(geo3.data_shape),
                        np.array([[-0.5, 0.5]] * 3), bond_length=0.2)

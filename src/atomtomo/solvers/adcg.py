@@ -234,7 +234,7 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         the sites of each that fits clearly better than one crystal, see :mod:`.dislocation_fit`;
         with two angles it also turns the lattice stage on where the column test misses the
         zone axes but the fitted crystal's rows run along both beams; default on in 2D with the
-        bond length and an energy term),
+        bond length and an energy term, where the data hold 12 atoms or more),
         pairing (2D, two angles, pair potential: a
         basin-hopping move that anneals the pairing of the two projections' coordinates under
         the pair potential, see :mod:`.pair_annealing`; default on), hull (2D: weight ``h``,

@@ -83,6 +83,11 @@ SAME_SITE = 0.2
 DETECT_RATIO = 0.25
 DETECT_MARGIN = 0.5
 
+#: Fewest atoms (by the data's mass) for which the solver fits by default: a dislocation is told
+#: from point defects by rows on both sides of its core, at least three rows of four (the
+#: smallest dislocation crop of docs/solver.md holds 21 atoms).
+MIN_ATOMS = 12
+
 
 @dataclass
 class SiteModel:

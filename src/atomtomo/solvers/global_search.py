@@ -206,9 +206,15 @@ class SearchDriver:
         zone_axes = False
         if two_angles and needs_prior:
             zone_axes, self.coherence = along_zone_axes(problem)
-        # The dislocation stage (default: wherever it can run; it follows the lattice stage).
+        # The dislocation stage (default: wherever it can run on a crystal big enough to hold
+        # a dislocation; it follows the lattice stage).
         can_fit = problem.ndim == 2 and bool(bond) and needs_prior and pair_prior
-        self.dislocation = can_fit if dislocation is None else bool(dislocation)
+        if dislocation is None:
+            from .dislocation_fit import MIN_ATOMS
+
+            self.dislocation = can_fit and expected_atom_count(problem) >= MIN_ATOMS
+        else:
+            self.dislocation = bool(dislocation)
         if self.dislocation and dislocation is not None:
             if problem.ndim != 2 or not bond:
                 raise InputError("ADCG option dislocation needs 2D data and the bond length")
