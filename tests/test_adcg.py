@@ -7,7 +7,7 @@ from scipy.spatial.distance import cdist
 
 from atomtomo import ForwardModel, Geometry, InputError
 from atomtomo.solvers import reconstruct
-from atomtomo.solvers.adcg import Candidates, adcg_iteration, candidate_axes
+from atomtomo.solvers.core import Candidates, adcg_iteration, candidate_axes
 from atomtomo.solvers.objective import AtomObjective, AtomState
 from atomtomo.solvers.problem import Problem
 

@@ -5,7 +5,8 @@ import pytest
 
 from atomtomo.errors import InputError
 from atomtomo.geometry import Geometry
-from atomtomo.hull_prior import HullPressure, WithHullPressure, hull_area, hull_vertices
+from atomtomo.hull_prior import HullPressure, hull_area, hull_vertices
+from atomtomo.prior import Prior
 from atomtomo.potentials import make_potential
 from atomtomo.solvers.objective import AtomObjective
 from atomtomo.solvers.problem import Problem
@@ -13,6 +14,11 @@ from gradients import finite_difference
 
 RNG = np.random.default_rng(11)
 POINTS = RNG.uniform(-1, 1, (30, 2))
+
+
+def _with_hull(potential, h):
+    """``potential`` plus a hull pressure of ``h`` bonds per bond length squared."""
+    return Prior(potential, [HullPressure.in_bonds(h, potential)])
 
 
 def test_area_of_known_shapes_and_degenerate_hulls():
@@ -56,15 +62,16 @@ def test_insertion_and_removal_are_exact_energy_changes():
                        [0.8 * hull_area(np.vstack([two, c])) for c in cands[:5]])
 
 
-def test_with_hull_pressure_adds_to_the_pair_potential():
+def test_hull_pressure_adds_to_the_pair_potential():
     lj = make_potential("lj", 0.3, 2)
-    both = WithHullPressure(lj, 3.0)
+    hull = HullPressure.in_bonds(3.0, lj)
+    both = Prior(lj, [hull])
     assert (both.epsilon, both.bond_length, both.cutoff_radius) == (lj.epsilon, 0.3, lj.cutoff_radius)
-    assert both.pressure == pytest.approx(3.0 / 0.3 ** 2)
+    assert hull.pressure == pytest.approx(3.0 / 0.3 ** 2)
     x = POINTS * 0.5
     e, g = both.energy_and_gradient(x)
     e_lj, g_lj = lj.energy_and_gradient(x)
-    e_h, g_h = both.hull.energy_and_gradient(x)
+    e_h, g_h = hull.energy_and_gradient(x)
     assert e == pytest.approx(e_lj + e_h) and np.allclose(g, g_lj + g_h)
     assert both.energy(x) == pytest.approx(e)
     assert both.atom_energies(x).sum() == pytest.approx(e)
@@ -93,8 +100,8 @@ def test_local_relaxation_sees_the_whole_hull():
     from atomtomo.solvers.objective import AtomState
 
     problem, truth = _problem()
-    objective = AtomObjective(problem, WithHullPressure(make_potential("lj", problem.bond_length, 2),
-                                                        3.0), alpha=0.01)
+    objective = AtomObjective(problem, _with_hull(make_potential("lj", problem.bond_length, 2), 3.0),
+                              alpha=0.01)
     state = objective.state_from(truth)
     state = AtomState(state.positions + RNG.normal(0, 0.01, state.positions.shape), state.species)
     movable = np.zeros(state.n, bool)
@@ -140,7 +147,7 @@ def test_relaxation_context_is_exact_with_hull_vertices_only():
     from atomtomo.solvers.objective import AtomState
 
     problem, truth = _problem()
-    potential = WithHullPressure(make_potential("lj", problem.bond_length, 2), 3.0)
+    potential = _with_hull(make_potential("lj", problem.bond_length, 2), 3.0)
     objective = AtomObjective(problem, potential, alpha=0.01)
     state = objective.state_from(truth)
     state = AtomState(state.positions + RNG.normal(0, 0.01, state.positions.shape), state.species)
@@ -150,10 +157,11 @@ def test_relaxation_context_is_exact_with_hull_vertices_only():
     assert 3 <= context.sum() < (~movable).sum()
     local = objective.relax(state, movable=movable)
 
-    class Everything(WithHullPressure):  # every fixed atom is context
+    class Everything(HullPressure):  # every fixed atom is context
         def global_context(self, positions):
             return np.ones(len(positions), bool)
 
-    full = AtomObjective(problem, Everything(potential.base, 3.0), alpha=0.01)
+    everything = Prior(potential.base, [Everything(potential.terms[0].pressure)])
+    full = AtomObjective(problem, everything, alpha=0.01)
     reference = full.relax(state, movable=movable)
     assert np.allclose(local.positions, reference.positions, atol=1e-6 * problem.bond_length)

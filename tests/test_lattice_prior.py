@@ -7,7 +7,8 @@ from scipy.spatial import cKDTree
 import pytest
 
 from atomtomo.errors import InputError
-from atomtomo.lattice_prior import LatticeWell, SiteWell, WithLatticeWell, fit_well, strained_sites
+from atomtomo.lattice_prior import LatticeWell, SiteWell, fit_well, strained_sites
+from atomtomo.prior import Prior
 from atomtomo.potentials import make_potential
 from atomtomo.solvers.lattice_seed import _basis, lattice_sites
 from gradients import finite_difference  # tests/gradients.py
@@ -38,7 +39,7 @@ def test_well_is_zero_on_sites_and_bounded_by_its_depth():
 
 
 def test_gradient_matches_finite_differences():
-    pot = WithLatticeWell(make_potential("lj", SPACING, 2), hex_well(depth=5.0))
+    pot = Prior(make_potential("lj", SPACING, 2), [hex_well(depth=5.0)])
     x = lattice_sites("hexagonal", SPACING, 0.4, np.array([0.03, -0.02]), BOX)[:12]
     x = x + np.random.default_rng(2).normal(scale=0.02 * SPACING, size=x.shape)
     e, g = pot.energy_and_gradient(x)
@@ -48,7 +49,7 @@ def test_gradient_matches_finite_differences():
 
 
 def test_insertion_and_removal_are_exact_energy_changes():
-    pot = WithLatticeWell(make_potential("lj", SPACING, 2), hex_well(depth=3.0))
+    pot = Prior(make_potential("lj", SPACING, 2), [hex_well(depth=3.0)])
     x = lattice_sites("hexagonal", SPACING, 0.4, np.array([0.03, -0.02]), BOX)[:15] + 0.004
     c = np.random.default_rng(3).uniform(-0.3, 0.3, (6, 2))
     e0 = pot.energy(x)
@@ -120,7 +121,7 @@ def test_strained_well_gradient_matches_finite_differences():
     x = lattice_sites("hexagonal", SPACING, 0.4, np.array([0.03, -0.02]), BOX)[:12]
     rng = np.random.default_rng(5)
     strained = SiteWell(strained_sites(well, x + rng.normal(scale=0.1 * SPACING, size=x.shape)), well)
-    pot = WithLatticeWell(make_potential("lj", SPACING, 2), strained)
+    pot = Prior(make_potential("lj", SPACING, 2), [strained])
     y = x + rng.normal(scale=0.05 * SPACING, size=x.shape)
     e, g = pot.energy_and_gradient(y)
     assert e == pytest.approx(pot.energy(y))
@@ -232,59 +233,3 @@ def test_run_killed_after_the_lattice_fit_resumes_to_the_same_result(tmp_path, s
     assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
     assert resumed.info["objective"] == full.info["objective"]
     assert resumed.info["lattice_prior"] == full.info["lattice_prior"]
-
-
-@pytest.mark.parametrize("refit", [True, False])
-def test_strain_stage_judges_each_configuration_under_its_own_sites(refit):
-    """With ``strain_refit`` the strain stage's well sits, after every accepted hop,
-    at the sites the current atoms predict for each other; without it the sites stay those of
-    the configuration the stage started from."""
-    from atomtomo.solvers.global_search import SearchDriver
-
-    problem, _ = _two_angle_crystal()
-    seen = []
-
-    def check(record):
-        if driver.stage == "strain" and record["phase"] == "hop":
-            seen.append(driver.well.sites.copy())
-            if refit and record["accepted"]:
-                expected = strained_sites(driver.well.lattice, record["positions"])
-                assert np.array_equal(driver.well.sites, expected)
-
-    driver = SearchDriver(problem, alpha=0.01, seed=2, lattice_prior=3, hops=30, sweeps=2,
-                          strain_refit=refit, callback=check)
-    driver.run()
-    assert len(seen) > 1
-    changed = any(not np.array_equal(s, seen[0]) for s in seen)
-    assert changed == refit
-
-
-@pytest.mark.parametrize("refit", [True, False])
-def test_lattice_stage_judges_each_configuration_under_its_own_lattice(refit):
-    """With ``lattice_refit`` the lattice stage's well is, after every accepted hop, the lattice
-    refitted to the current atoms from the one before; without it the lattice stays the one
-    fitted when the stage began."""
-    from atomtomo.solvers.global_search import SearchDriver
-
-    problem, _ = _two_angle_crystal()
-    seen = []
-
-    def check(record):
-        if driver.stage == "lattice" and record["phase"] == "hop":
-            well = driver.well
-            if refit and record["accepted"]:
-                expected = fit_well(seen[-1], record["positions"], widths=(1.0,))
-                assert np.array_equal(well.basis, expected.basis)
-                assert np.array_equal(well.origin, expected.origin)
-            elif seen:
-                assert well is seen[-1]
-            seen.append(well)
-        elif record["phase"] == "lattice":
-            seen.append(driver.well)
-
-    driver = SearchDriver(problem, alpha=0.01, seed=2, lattice_prior=3, hops=30, sweeps=2,
-                          lattice_refit=refit, callback=check)
-    driver.run()
-    assert len(seen) > 2
-    moved = any(not np.array_equal(w.origin, seen[0].origin) for w in seen)
-    assert moved == refit

@@ -142,7 +142,7 @@ def interstitial_case():
     lattice sites without the interstitial."""
     from atomtomo.configuration import Configuration
     from atomtomo.phantoms.defects import add_interstitial
-    from atomtomo.solvers.adcg import Candidates, candidate_axes
+    from atomtomo.solvers.core import Candidates, candidate_axes
 
     sites = crystal("square", 23.0, vacancies=0)
     truth = add_interstitial(Configuration(sites), spacing=SPACING)
@@ -156,7 +156,7 @@ def test_interstitial_goes_in_before_the_sites_relax():
     """An interstitial left out of a lattice occupation: relaxed first, the sites absorb its mass
     and ADCG's frozen-neighbour add step puts it elsewhere; completed before relaxing
     (:func:`complete_unrelaxed`), the crystal is recovered."""
-    from atomtomo.solvers.adcg import adcg
+    from atomtomo.solvers.core import adcg
     from atomtomo.solvers.lattice_seed import complete_unrelaxed
     from atomtomo.solvers.objective import AtomState
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from atomtomo.hull_prior import WithHullPressure
-from atomtomo.lattice_prior import LatticeWell, SiteWell, WithLatticeWell, strained_sites
+from atomtomo.hull_prior import HullPressure
+from atomtomo.lattice_prior import LatticeWell, SiteWell, strained_sites
+from atomtomo.prior import Prior
 from atomtomo.potentials import make_potential
 from atomtomo.solvers import pair_annealing
 from atomtomo.solvers.pair_annealing import anneal_pairing
@@ -82,7 +83,7 @@ def test_hull_pressure_is_part_of_the_swap_energy():
     """With a hull pressure the change is pair energy plus pressure times the hull's area
     change, and a scattered atom is paired back into the crystal."""
     lj = make_potential("lj", 0.12, 2)
-    prior = WithHullPressure(lj, 3.0)
+    prior = Prior(lj, [HullPressure.in_bonds(3.0, lj)])
     m = _directions(20, 95)
     x = _scramble(_hexagonal_block(), m, np.random.default_rng(1), 6)
     y, change = anneal_pairing(x, m, prior, BOX, np.random.default_rng(0))
@@ -104,7 +105,7 @@ def test_lattice_well_is_part_of_the_swap_energy(make_well):
     lj = make_potential("lj", 0.12, 2)
     well = make_well()
     assert np.allclose(well.atom_energies(_hexagonal_block()), 0.0, atol=1e-12)
-    prior = WithHullPressure(WithLatticeWell(lj, well), 3.0)
+    prior = Prior(lj, [well, HullPressure.in_bonds(3.0, lj)])
     m = _directions(20, 95)
     x = _scramble(_hexagonal_block(), m, np.random.default_rng(1), 6)
     y, change = anneal_pairing(x, m, prior, BOX, np.random.default_rng(0))
@@ -119,9 +120,9 @@ def test_compiled_kernel_matches_the_uncompiled_versions(monkeypatch, fallback, 
     lj = make_potential("lj", 0.12, 2)
     if hull in ("well", "strained"):
         well = _hexagonal_well() if hull == "well" else _strained_well()
-        lj = WithHullPressure(WithLatticeWell(lj, well), 3.0)
+        lj = Prior(lj, [well, HullPressure.in_bonds(3.0, lj)])
     elif hull:
-        lj = WithHullPressure(lj, hull)
+        lj = Prior(lj, [HullPressure.in_bonds(hull, lj)])
     m = _directions(10, 100)
     x = _scramble(_hexagonal_block(), m, np.random.default_rng(5), 6)
     compiled = anneal_pairing(x, m, lj, BOX, np.random.default_rng(2), steps=300)

@@ -6,7 +6,7 @@ from test_lattice_seed import SPACING, interstitial_case
 
 from atomtomo.metrics import match_atoms
 from atomtomo.solvers import reconstruct
-from atomtomo.solvers.adcg import adcg
+from atomtomo.solvers.core import adcg
 from atomtomo.solvers.objective import AtomState
 from atomtomo.solvers.problem import Problem
 from atomtomo.solvers.region_reseed import reseed_regions

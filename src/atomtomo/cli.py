@@ -772,7 +772,15 @@ class _Progress:
             click.echo(f"{_prefix()}: {self.describe(record)}", err=True)
 
 
-@cli.command()
+def _adcg_options_help() -> str:
+    """The epilog of ``reconstruct --help``: every ``--option`` key of adcg with its default,
+    from the method's option table (a light module: no solver is loaded)."""
+    from .solvers.adcg_options import options_help
+
+    return "\b\n" + options_help()
+
+
+@cli.command(epilog=_adcg_options_help())
 @click.argument("tiltseries", metavar="TILT.h5")
 @click.option("--method", default="adcg", show_default=True,
               help="Reconstruction method: adcg, sirt, fista, annealing, learned.")
@@ -796,7 +804,8 @@ class _Progress:
 @click.option("--model", type=click.Path(dir_okay=False), default=None,
               help="Trained locator model (method learned).")
 @click.option("--option", "options", type=KeyValueType(), multiple=True,
-              help="Method option KEY=VALUE (repeatable), e.g. --option hops=50.")
+              help="Method option KEY=VALUE (repeatable), e.g. --option hops=50; the keys of "
+                   "adcg and their defaults are listed below.")
 @_output_option("The reconstructed atoms (extended XYZ).")
 @_quiet_option
 @_debug_option

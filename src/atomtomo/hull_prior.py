@@ -41,14 +41,16 @@ The hull is global: the energy of a group of atoms depends on atoms at any dista
 optimisation that moves some atoms and keeps the others fixed needs, besides the fixed atoms
 within the pair potential's reach, the vertices of the fixed atoms' hull (the hull of all atoms
 is the hull of the movable ones and those vertices: ``global_context``).
+
+:class:`HullPressure` is a term of the solver's prior (:class:`atomtomo.prior.Prior`), made in
+units of the potential's bond by :meth:`HullPressure.in_bonds`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from .potentials import Potential
 
-__all__ = ["HullPressure", "WithHullPressure", "hull_area", "hull_vertices", "TWO_ANGLE_HULL"]
+__all__ = ["HullPressure", "hull_area", "hull_vertices", "TWO_ANGLE_HULL"]
 
 #: Default ``h`` for two angles along zone axes in 2D with a pair prior (docs/solver.md has the
 #: measurements; :mod:`atomtomo.solvers.zone_axes` tells zone axes from the data).
@@ -160,6 +162,22 @@ class HullPressure:
     def __init__(self, pressure: float):
         self.pressure = float(pressure)
 
+    @classmethod
+    def in_bonds(cls, h: float, potential) -> HullPressure:
+        """The pressure of ``h`` bonds per bond length squared of ``potential``:
+        ``h epsilon / r_m^2`` (2D only)."""
+        return cls(float(h) * potential.epsilon / potential.bond_length ** 2)
+
+    def global_context(self, points) -> np.ndarray:
+        """The vertices of the points' convex hull: the atoms whose part in ``H`` reaches atoms
+        at any distance."""
+        mask = np.zeros(len(points), bool)
+        mask[hull_vertices(points)] = True
+        return mask
+
+    def energy(self, points) -> float:
+        return self.energy_and_gradient(points)[0]
+
     def energy_and_gradient(self, points):
         area, grad = _area_and_gradient(np.ascontiguousarray(points, dtype=float))
         return self.pressure * float(area), self.pressure * grad
@@ -207,53 +225,3 @@ class HullPressure:
             out[i] = hull_area(x[keep]) - area
             keep[i] = True
         return self.pressure * out
-
-
-class WithHullPressure(Potential):
-    """A potential plus a :class:`HullPressure` of ``h`` bonds per bond length squared.
-
-    Exposes the base potential's ``epsilon`` and ``bond_length`` (so ``alpha`` keeps its
-    meaning), its ``cutoff_radius``, and ``base`` and ``pressure`` for the pairing move
-    (:mod:`atomtomo.solvers.pair_annealing` anneals pair energy plus hull pressure). 2D only.
-    """
-
-    def __init__(self, base: Potential, h: float):
-        self.base = base
-        self.h = float(h)
-        self.epsilon = base.epsilon
-        self.bond_length = base.bond_length
-        self.cutoff_radius = getattr(base, "cutoff_radius", 0.0)
-        self.hull = HullPressure(self.h * self.epsilon / self.bond_length ** 2)
-
-    @property
-    def pressure(self) -> float:
-        return self.hull.pressure
-
-    def global_context(self, positions):
-        """The base potential's global atoms and the vertices of the atoms' convex hull."""
-        mask = np.zeros(len(positions), bool)
-        mask[hull_vertices(positions)] = True
-        base = self.base.global_context(positions)
-        return mask if base is None else mask | base
-
-    def energy_and_gradient(self, positions, species=None):
-        e, g = self.base.energy_and_gradient(positions, species)
-        h, gh = self.hull.energy_and_gradient(positions)
-        return e + h, g + gh
-
-    def energy(self, positions, species=None):
-        return float(self.base.energy(positions, species)
-                     + self.hull.energy_and_gradient(positions)[0])
-
-    def atom_energies(self, positions, species=None):
-        return self.base.atom_energies(positions, species) + self.hull.atom_energies(positions)
-
-    def insertion_energy(self, positions, candidates, species=None, candidate_species=None):
-        return (self.base.insertion_energy(positions, candidates, species, candidate_species)
-                + self.hull.insertion_energy(positions, candidates))
-
-    def removal_energy(self, positions, species=None):
-        return self.base.removal_energy(positions, species) + self.hull.removal_energy(positions)
-
-    def __repr__(self) -> str:
-        return f"{self.base!r} + HullPressure(h={self.h:g})"

@@ -53,6 +53,9 @@ bond lengths of a site, against 62-63 % for the plain mean and under 50 % for on
 neighbours, not a copy of itself. :class:`SiteWell` is the same well ``U`` at such an explicit
 set of sites (nearest site by a k-d tree; ``U`` is still continuous, since the distance to the
 nearest of a finite set of points is).
+
+Both wells are one-body terms of the solver's prior (:class:`atomtomo.prior.Prior`): inserting an
+atom at ``c`` adds ``U(c)``, removing atom ``i`` takes ``U(x_i)`` away.
 """
 
 from __future__ import annotations
@@ -64,10 +67,8 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from .errors import InputError
-from .potentials import Potential
 
-__all__ = ["LatticeWell", "SiteWell", "WithLatticeWell", "WELL_WIDTH", "fit_well",
-           "strained_sites"]
+__all__ = ["LatticeWell", "SiteWell", "WELL_WIDTH", "fit_well", "strained_sites"]
 
 #: Width ``w`` of the well, in bond lengths (see the module docstring).
 WELL_WIDTH = 0.15
@@ -166,45 +167,6 @@ class SiteWell(_Well):
         if len(x) == 0:
             return np.zeros((0, 2))
         return x - self.sites[self._tree.query(x)[1]]
-
-
-class WithLatticeWell(Potential):
-    """A potential plus a :class:`LatticeWell` (or a :class:`SiteWell`): ``V(x, s) + U(x)``.
-
-    Exposes the base potential's ``epsilon`` and ``bond_length`` (so ``alpha`` keeps its meaning)
-    and every operation a solver needs; the well is one-body, so inserting an atom at ``c`` adds
-    ``U(c)`` and removing atom ``i`` takes ``U(x_i)`` away.
-    """
-
-    def __init__(self, base: Potential, well: LatticeWell):
-        self.base = base
-        self.well = well
-        self.epsilon = base.epsilon
-        self.bond_length = base.bond_length
-
-    def global_context(self, positions):
-        return self.base.global_context(positions)  # the well itself is local
-
-    def energy_and_gradient(self, positions, species=None):
-        e, g = self.base.energy_and_gradient(positions, species)
-        u, gu = self.well.energy_and_gradient(positions)
-        return e + u, g + gu
-
-    def energy(self, positions, species=None):
-        return float(self.base.energy(positions, species) + self.well.atom_energies(positions).sum())
-
-    def atom_energies(self, positions, species=None):
-        return self.base.atom_energies(positions, species) + self.well.atom_energies(positions)
-
-    def insertion_energy(self, positions, candidates, species=None, candidate_species=None):
-        return (self.base.insertion_energy(positions, candidates, species, candidate_species)
-                + self.well.atom_energies(np.asarray(candidates, float)))
-
-    def removal_energy(self, positions, species=None):
-        return self.base.removal_energy(positions, species) - self.well.atom_energies(positions)
-
-    def __repr__(self) -> str:
-        return f"{self.base!r} + LatticeWell(depth={self.well.depth:g}, width={self.well.width:g})"
 
 
 def _rotation(t):

@@ -15,20 +15,11 @@ in (a vacancy). We apply it to the atoms within ``cutoff`` spacings of the defec
 the rest of the lattice alone, so that the perturbation is local (a hard cut: beyond it the field
 is already a small fraction of a spacing).
 
-Edge dislocation (Volterra)
----------------------------
-Isotropic elasticity (Hirth & Lothe, *Theory of Dislocations*, 2nd ed., eqs. 3-45 and 3-46). In the
-frame of the dislocation -- ``x`` along the Burgers vector ``b``, ``y`` normal to the slip plane,
-core at the origin, ``r^2 = x^2 + y^2`` -- with Poisson ratio ``nu``::
-
-    u_x =  b/(2 pi) [ theta + x y / (2 (1 - nu) r^2) ]
-    u_y = -b/(2 pi) [ (1 - 2 nu)/(4 (1 - nu)) ln(r^2 / b^2) + (x^2 - y^2) / (4 (1 - nu) r^2) ]
-
-``theta`` is the polar angle measured so that its jump of ``2 pi`` (and the jump ``b`` of ``u_x``)
-lies on the Volterra cut. With the cut on the slip plane (``theta`` in ``[-pi, pi)``, the default)
-the field turns a perfect lattice into a dislocated one without adding atoms; the extra half-row
-lies on the side ``y > 0`` for ``b > 0``. With the cut along the extra half-row itself one inserts
-a half-row of atoms into the opened gap (used by :func:`poster_dislocation`).
+Edge dislocation
+----------------
+The Volterra displacement field (isotropic elasticity) lives in :mod:`atomtomo.crystal`, which the
+solver's dislocation fit uses too; :func:`edge_dislocation` applies it to a lattice and
+:func:`poster_dislocation` inserts a half-row of atoms into the gap it opens.
 """
 
 from __future__ import annotations
@@ -39,6 +30,7 @@ from scipy.spatial import ConvexHull, Delaunay, cKDTree
 from ..configuration import DEFAULT_SPECIES, Configuration
 from ..errors import InputError
 from .._checks import finite_number, positive_number
+from ..crystal import edge_dislocation_displacement
 from .lattices2d import (
     DEFAULT_MARGIN,
     LATTICES,
@@ -247,53 +239,6 @@ def substitute(config, indices, species, weight=None):
 
 
 # -- edge dislocation --------------------------------------------------------------------------
-def edge_dislocation_displacement(points, burgers, core=(0.0, 0.0), poisson=0.3, cut_angle=-np.pi):
-    """Volterra displacement field of an edge dislocation in 2D (see the module docstring).
-
-    Parameters
-    ----------
-    points : (n, 2) array_like
-        Where to evaluate the field (positions in the undislocated reference).
-    burgers : (2,) array_like
-        Burgers vector ``b`` (lies in the slip plane; its length is ``b``).
-    core : (2,) array_like
-        Position of the dislocation line.
-    poisson : float
-        Poisson ratio ``nu`` (0 <= nu < 0.5).
-    cut_angle : float
-        Direction of the Volterra cut in the dislocation frame (radians from ``b``): ``-pi`` puts
-        it on the slip plane behind the core (default); ``+-pi/2`` along the half-row normal to
-        it. Points on the cut get the mean of the two sides.
-
-    Returns
-    -------
-    (n, 2) ndarray
-        The displacements.
-    """
-    pts = np.asarray(points, dtype=float)
-    bvec = np.asarray(burgers, dtype=float)
-    b = float(np.linalg.norm(bvec))
-    if b == 0 or not np.isfinite(b):
-        raise InputError("the Burgers vector must be non-zero")
-    nu = float(poisson)
-    if not 0 <= nu < 0.5:
-        raise InputError(f"poisson ratio must be in [0, 0.5), got {nu}")
-    ex = bvec / b
-    ey = np.array([-ex[1], ex[0]])
-    rel = pts - np.asarray(core, dtype=float)
-    x, y = rel @ ex, rel @ ey
-    r2 = x * x + y * y
-    if np.any(r2 < (1e-6 * b) ** 2):
-        raise InputError("an atom sits on the dislocation core")
-    phase = np.mod(np.arctan2(y, x) - cut_angle, 2 * np.pi)
-    on_cut = np.minimum(phase, 2 * np.pi - phase) < 1e-9
-    theta = cut_angle + np.where(on_cut, np.pi, phase)
-    k = 1.0 / (4 * (1 - nu))
-    ux = b / (2 * np.pi) * (theta + 2 * k * x * y / r2)
-    uy = -b / (2 * np.pi) * ((1 - 2 * nu) * k * np.log(r2 / b**2) + k * (x * x - y * y) / r2)
-    return ux[:, None] * ex + uy[:, None] * ey
-
-
 def dislocation_core(lattice, spacing, rotation=0.0, near=(0.0, 0.0), origin=(0.0, 0.0), direction=0):
     """A core position between two atom rows of a lattice, and its Burgers vector.
 

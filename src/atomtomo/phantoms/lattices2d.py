@@ -17,6 +17,7 @@ import numpy as np
 
 from .._checks import finite_number, positive_number
 from ..configuration import DEFAULT_SPECIES, Configuration
+from ..crystal import rotation_matrix
 from ..errors import InputError
 
 #: The 2D phantoms' domain.
@@ -45,12 +46,6 @@ def as_rng(rng) -> np.random.Generator:
 
 
 # -- building blocks ---------------------------------------------------------------------------
-def rotation_matrix(angle: float) -> np.ndarray:
-    """The 2x2 matrix rotating vectors counter-clockwise by ``angle`` (radians)."""
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s], [s, c]])
-
-
 def lattice_vectors(lattice: str, spacing: float, rotation: float = 0.0) -> np.ndarray:
     """Primitive vectors (rows) of a square or hexagonal lattice of nearest-neighbour ``spacing``.
 

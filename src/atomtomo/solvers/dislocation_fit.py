@@ -10,7 +10,7 @@ This module finds those sites from the projections alone.
 
 Model. A crystal of the fitted lattice's type and spacing, turned by ``theta`` and shifted by
 ``o``, displaced by the Volterra field of an edge dislocation with Burgers vector ``b`` (a
-shortest lattice vector) and core ``c`` (:func:`atomtomo.phantoms.defects.edge_dislocation_displacement`,
+shortest lattice vector) and core ``c`` (:func:`atomtomo.crystal.edge_dislocation_displacement`,
 Poisson ratio 0.3; the field's far part does not depend on it):
 
 .. math::
@@ -55,8 +55,7 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 from scipy.spatial import cKDTree
 
-from ..phantoms.defects import edge_dislocation_displacement
-from ..phantoms.lattices2d import rotation_matrix
+from ..crystal import edge_dislocation_displacement, rotation_matrix
 from .lattice_seed import lattice_kind
 
 #: Rotations tried around the fitted lattice's, in degrees either way.

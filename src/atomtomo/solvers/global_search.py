@@ -30,10 +30,7 @@ lattice is fitted to the best configuration's atoms (:func:`~atomtomo.lattice_pr
 a well at its sites joins the prior, and basin hopping goes on with a third of the budget. A
 third stage (the *strain* stage) replaces that well by one at the sites the atoms' neighbours
 predict (:func:`~atomtomo.lattice_prior.strained_sites`: the lattice follows the strain of a
-dislocation or a defect's relaxation) and searches on with another third. With
-``strain_refit`` (off by default) that stage judges every proposal under the sites its own atoms
-predict instead of those of the configuration it started from; with ``lattice_refit`` (off by
-default) the lattice stage judges every proposal under the lattice refitted to its own atoms.
+dislocation or a defect's relaxation) and searches on with another third.
 A *dislocation stage* follows (option ``dislocation``, on by default): crystals with an edge
 dislocation are fitted to the data themselves (:mod:`.dislocation_fit`), not to the atoms, and
 for each that fits clearly better than one crystal the search starts again under a well at its
@@ -57,13 +54,23 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from ..potentials import PairPotential
-from .grid import estimated_atom_count
-from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
-from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
+from ..hull_prior import TWO_ANGLE_HULL, HullPressure
+from ..lattice_prior import WELL_WIDTH, LatticeWell, SiteWell, fit_well, strained_sites
+from ..potentials import PairPotential, make_potential
+from ..prior import Prior
+from .adcg_options import SEARCH_SETTINGS
+from .alpha import AUTO_SEARCH_ALPHA, alpha_ladder, choose_alpha, explains_data
 from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
+from .core import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
+from .dislocation_fit import MIN_ATOMS, SiteModel, detected_families, fit_site_models
+from .grid import estimated_atom_count
+from .lattice_seed import lattice_candidates, lattice_kind, lattice_seeds
 from .objective import AtomObjective, AtomState, near_mask
+from .pair_annealing import anneal_pairing
 from .problem import Problem, Reconstruction
+from .region_reseed import reseed_regions
+from .site_occupancy import anneal_occupancy, occupancy_problem
+from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 
 MOVES = ("jump", "repair", "lattice", "shift", "pairing")
 
@@ -142,13 +149,6 @@ def _well_meta(well):
     return [*np.asarray(well.basis, float).ravel(), *np.asarray(well.origin, float)]
 
 
-def _innermost(potential):
-    """The potential under any wrappers (hull pressure, lattice well, neighbour field)."""
-    while hasattr(potential, "base"):
-        potential = potential.base
-    return potential
-
-
 #: Crystals fitted to the data by :meth:`SearchDriver._fitted_crystals`, by data and lattice
 #: (the fit is deterministic and takes seconds; a few entries).
 _FITTED_CRYSTALS: dict = {}
@@ -162,10 +162,7 @@ class SearchDriver:
                  potential=None, hops=None, patience=None, batch=None, grid_spacing=None,
                  max_atoms=None, temperature=0.2, time_limit=None, tol=None, sweeps=None,
                  lattice_start=None, lattice_prior=None, pairing=True, hull=None, field=None,
-                 grains=True, reseed=None, strain=True, strain_refit=False,
-                 lattice_refit=False, dislocation=None):
-        from ..potentials import make_potential
-
+                 grains=True, reseed=None, strain=True, dislocation=None):
         self.problem = problem
         # the scale of the moves' neighbourhoods and steps: the bond length, else 4 sigma
         self.length_scale = problem.bond_length or 4 * problem.sigma
@@ -192,8 +189,8 @@ class SearchDriver:
                                             species=list(problem.species_weights))
         else:
             self.potential = make_potential("none", 1.0, problem.ndim)
-        from .alpha import AUTO_SEARCH_ALPHA
-
+        # the interatomic potential; self.potential is the whole prior (it plus the stages' terms)
+        self.pair = self.potential
         self.alpha = AUTO_SEARCH_ALPHA if self.auto_alpha else alpha
         self.objective = AtomObjective(problem, self.potential, self.alpha)
         # Two angles in 2D with a pair potential: every pairing of the two projections'
@@ -210,8 +207,6 @@ class SearchDriver:
         # a dislocation; it follows the lattice stage).
         can_fit = problem.ndim == 2 and bool(bond) and needs_prior and pair_prior
         if dislocation is None:
-            from .dislocation_fit import MIN_ATOMS
-
             self.dislocation = can_fit and expected_atom_count(problem) >= MIN_ATOMS
         else:
             self.dislocation = bool(dislocation)
@@ -236,13 +231,9 @@ class SearchDriver:
                 raise InputError("lattice_prior needs 2D data and the bond length")
             self._require_energy_term("lattice_prior", needs_prior)
         self.strain = bool(strain)
-        self.strain_refit = bool(strain_refit)
-        self.lattice_refit = bool(lattice_refit)
         self.field = field
         if field is not None:  # a one-body term from outside (layers.NeighbourField)
-            from ..lattice_prior import WithLatticeWell
-
-            self._extend_prior(WithLatticeWell(self.potential, field))
+            self._extend_prior(Prior(self.potential, [field]))
         self.atom_energy = self.objective.atom_energy
         self.n_expected = expected_atom_count(problem)
         self.max_atoms = int(max_atoms) if max_atoms else int(3 * self.n_expected + 20)
@@ -301,18 +292,21 @@ class SearchDriver:
         self.current_value = self.best_value
         # What defines the run besides the data: a checkpoint is resumed only under the same
         # settings (time_limit is a resource guard and may change between the two runs).
+        # the value each option of the table (adcg_options.ADCG_OPTIONS) resolved to
+        resolved = {
+            "potential": potential, "hops": self.hops, "patience": self.patience,
+            "batch": self.batch, "grid_spacing": grid_spacing, "max_atoms": self.max_atoms,
+            "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
+            "lattice_start": self.lattice_start, "lattice_prior": self.lattice_beta,
+            "pairing": self.pairing, "grains": self.grains, "reseed": self.reseed,
+            "strain": self.strain, "dislocation": self.dislocation, "hull": self.hull,
+        }
         self.settings = {
             "sigma": float(problem.sigma), "seed": self.seed,
-            "alpha": "auto" if self.auto_alpha else float(alpha), "potential": potential,
-            "lattice_prior": self.lattice_beta, "hops": self.hops,
-            "patience": self.patience, "batch": self.batch, "grid_spacing": grid_spacing,
-            "max_atoms": self.max_atoms, "max_iterations": self.max_iterations,
-            "temperature": self.temperature, "tol": self.tol, "sweeps": self.sweeps,
-            "lattice_start": self.lattice_start, "pairing": self.pairing, "hull": self.hull,
-            "grains": self.grains, "reseed": self.reseed, "strain": self.strain,
-            "strain_refit": self.strain_refit, "lattice_refit": self.lattice_refit,
-            "dislocation": self.dislocation,
+            "alpha": "auto" if self.auto_alpha else float(alpha),
+            "max_iterations": self.max_iterations,
             "initial": None if initial is None else digest(self.state.positions, self.state.species),
+            **{name: resolved[name] for name in SEARCH_SETTINGS},
         }
         if resume and self.checkpoint is not None and self.checkpoint.exists():
             self._load_checkpoint()
@@ -325,8 +319,6 @@ class SearchDriver:
         projections run along low-index zone axes (:mod:`.zone_axes`; off them it makes results
         worse), else off.
         """
-        from ..hull_prior import TWO_ANGLE_HULL, WithHullPressure
-
         if hull is None:
             hull = TWO_ANGLE_HULL if default_on else 0.0
         hull = float(hull)
@@ -336,7 +328,7 @@ class SearchDriver:
             raise InputError("ADCG option hull needs 2D data (a plane-by-plane 3D run uses it "
                              "for its planes)")
         self._require_energy_term("ADCG option hull", needs_prior)
-        self._extend_prior(WithHullPressure(self.potential, hull))
+        self._extend_prior(Prior(self.potential, [HullPressure.in_bonds(hull, self.pair)]))
         return hull
 
     def _require_energy_term(self, option, needs_prior):
@@ -358,8 +350,6 @@ class SearchDriver:
 
     def _data_lattice_fit(self):
         """The best single-grain candidate of :func:`~.lattice_seed.lattice_candidates`."""
-        from .lattice_seed import lattice_candidates
-
         fits = [c for c in lattice_candidates(self.objective, self.problem.bond_length)
                 if c["grains"] == 1]
         return min(fits, key=lambda c: c["misfit"])
@@ -369,8 +359,6 @@ class SearchDriver:
         (:func:`~.dislocation_fit.fit_site_models`), once per run, and once per process for
         the same data and lattice (a resumed run or another restart in this process)."""
         if self.site_models is None:
-            from .dislocation_fit import fit_site_models
-
             p, basis = self.problem, self._data_lattice_fit()["basis"]
             key = digest(p.data, p.box, p.model.geometry.directions, basis,
                          [p.sigma, p.bond_length, p.model.geometry.pixel_size])
@@ -386,8 +374,6 @@ class SearchDriver:
         and both beams run along its rows: zone axes the column coherence misses (a
         dislocation's extra half-row spoils the columns of a small crop; two hexagonal crops
         of 16 with a dislocation in docs/solver.md)."""
-        from .dislocation_fit import detected_families
-
         found = detected_families(self._fitted_crystals())
         if found and beams_along_rows(found[0].basis, self.problem.geometry,
                                       self.problem.bond_length):
@@ -397,30 +383,19 @@ class SearchDriver:
 
     def _lattice_well(self, basis, origin):
         """A well of the run's depth (``beta epsilon``) and width at the sites of a lattice."""
-        from ..lattice_prior import WELL_WIDTH, LatticeWell
-
         return LatticeWell(basis, origin, self.lattice_beta * self.potential.epsilon,
                            WELL_WIDTH * self.problem.bond_length)
 
     def _use_well(self, well):
         """Make the prior the pair potential (+ the neighbour field) + ``well`` (+ the hull
         pressure, when on)."""
-        from ..hull_prior import WithHullPressure
-        from ..lattice_prior import WithLatticeWell
-
-        potential = _innermost(self.potential)
-        if self.field is not None:
-            potential = WithLatticeWell(potential, self.field)
-        potential = self.well_term = WithLatticeWell(potential, well)
+        terms = [*([self.field] if self.field is not None else []), well,
+                 *([HullPressure.in_bonds(self.hull, self.pair)] if self.hull else [])]
         self.well = well
-        self._extend_prior(WithHullPressure(potential, self.hull) if self.hull else potential)
+        self._extend_prior(Prior(self.pair, terms))
 
     def _well_label(self):
         """The fitted lattice for the output, e.g. ``square lattice at 32.24 deg (...)``."""
-        from ..lattice_prior import SiteWell
-
-        from .lattice_seed import lattice_kind
-
         b1 = self.well.basis[:, 0]
         kind = lattice_kind(self.well.basis)
         angle = np.degrees(np.arctan2(b1[1], b1[0])) % (90.0 if kind == "square" else 60.0)
@@ -471,8 +446,6 @@ class SearchDriver:
 
     def _seed_step(self):
         """Try starts from lattices fitted to the data; keep one if it ends lower than greedy."""
-        from .lattice_seed import lattice_seeds
-
         single_misfits, grain = [], None
         # Interstitials go in before the sites relax, where the data locate them: from three
         # angles on (at two, every crossing of two loaded beam lines is supported alike).
@@ -572,15 +545,10 @@ class SearchDriver:
         if value < self.current_value + 5 * temperature + self.atom_energy:
             trial = self._polish(trial, changed)
             value = self.objective.value(trial)
-        well = self._own_well(trial)  # judged under its own sites or lattice (the options)
-        if well is not None:
-            value = self._value_under(well, trial)
         delta = value - self.current_value
         accepted = delta < 0 or self.rng.random() < np.exp(-delta / max(temperature, 1e-300))
         if accepted:
             self.state, self.current_value = trial, value
-            if well is not None:
-                self._set_well(well)
         if value < self.best_value - self.tol:
             self.best, self.best_value, self.stall = trial.copy(), value, 0
         else:
@@ -589,9 +557,6 @@ class SearchDriver:
         self._report("hop", accepted=bool(accepted), move=str(move))
         out_of_time = self.time_limit is not None and time.perf_counter() - t0 > self.time_limit
         if self.hop >= self.hops or self.stall >= self.patience or out_of_time:
-            well = self._own_well(self.best)
-            if well is not None:
-                self._set_well(well)
             self.state = self.objective.relax(self.best, max_iterations=1000)
             self.state, _ = self.objective.prune(self.state, self.tol)
             self._set_current(self.state)
@@ -620,8 +585,6 @@ class SearchDriver:
     def _unexplained(self, state):
         """True when ``state`` misses the discrepancy target of :mod:`.alpha` (needs the
         file's noise level: without it the target would be estimated from this very misfit)."""
-        from .alpha import explains_data
-
         discrepancy = self.objective.terms(state)["discrepancy"]
         return explains_data(self.problem, discrepancy, self.atom_energy) is False
 
@@ -636,8 +599,6 @@ class SearchDriver:
     def _reseed_step(self):
         """Take out and refill the atoms around where the data are worst explained
         (:mod:`.region_reseed`); keep the result if it lowers the objective."""
-        from .region_reseed import reseed_regions
-
         self.reseeded = True
         start = self._final()
         state = reseed_regions(self.objective, start, self.candidates, self.length_scale,
@@ -656,8 +617,6 @@ class SearchDriver:
     def _lattice_step(self):
         """Fit the lattice well to the search's atoms (:func:`~atomtomo.lattice_prior.fit_well`)
         and search on with it, from the best configuration, with a third of the budget."""
-        from ..lattice_prior import fit_well
-
         well = self._data_lattice()
         self._search_under_well(fit_well(well, self.best.positions) if self.best.n else well,
                                 "lattice")
@@ -678,11 +637,7 @@ class SearchDriver:
         a single crystal, with a third of the budget, the best configuration so far waiting as
         the rival (the full objective decides between the fitted crystals: two projections
         leave several at the noise level)."""
-        from ..lattice_prior import SiteWell
-
         if self.dislocation_models is None:
-            from .dislocation_fit import detected_families
-
             models = self._fitted_crystals()
             self.dislocation_models = detected_families(models)
             self._report("dislocation", accepted=bool(self.dislocation_models),
@@ -701,48 +656,20 @@ class SearchDriver:
     def _occupied_sites(self, sites):
         """The atoms at the occupancy of ``sites`` that annealing finds lowest
         (:mod:`.site_occupancy`), relaxed and polished under the objective in place."""
-        from .site_occupancy import anneal_occupancy, occupancy_problem
-
         Q, h = occupancy_problem(self.objective, sites)
         occupied, _ = anneal_occupancy(Q, h, self.rng, temperature=self.atom_energy)
         state = AtomState(sites[occupied].copy(), np.zeros(int(occupied.sum()), int))
         return self._polish(self.objective.relax(state, max_iterations=1000))
 
-    def _own_well(self, state):
-        """The well this stage judges ``state`` under when it judges every configuration under
-        its own: the strained sites its atoms predict (the strain stage, with ``strain_refit``)
-        or the lattice refitted to its atoms (the lattice stage, with ``lattice_refit``); else
-        None (the stage's well stays)."""
-        from ..lattice_prior import fit_well
-
-        if not state.n or self.well is None:
-            return None
-        if self.stage == "strain" and self.strain_refit and hasattr(self.well, "sites"):
-            return self._site_well(self.well.lattice, state.positions)
-        if self.stage == "lattice" and self.lattice_refit and not hasattr(self.well, "sites"):
-            return fit_well(self.well, state.positions, widths=(1.0,))
-        return None
-
     @staticmethod
     def _site_well(lattice, positions):
         """The well of ``lattice`` at the sites ``positions`` predict for each other."""
-        from ..lattice_prior import SiteWell, strained_sites
-
         return SiteWell(strained_sites(lattice, positions), lattice)
 
     def _set_well(self, well):
-        """Swap the well of the prior in place: other sites (``strain_refit``) or a refitted
-        lattice (``lattice_refit``)."""
-        self.well = self.well_term.well = well
-
-    def _value_under(self, well, state) -> float:
-        """The objective of ``state`` with ``well`` in place of the current well."""
-        current = self.well
-        self.well_term.well = well
-        try:
-            return self.objective.value(state)
-        finally:
-            self.well_term.well = current
+        """Put ``well`` in place of the prior's well (the rival's, when it wins back)."""
+        self.potential.replace(self.well, well)
+        self.well = well
 
     def _search_under_well(self, well, stage, rival=None):
         """Make ``well`` the prior's well, relax the best configuration under it (the objective
@@ -808,8 +735,6 @@ class SearchDriver:
         self.phase = "hop" if self.hops > 0 else self._after_search()
 
     def _alpha_step(self):
-        from .alpha import AUTO_SEARCH_ALPHA, alpha_ladder, choose_alpha
-
         ladder = alpha_ladder()
         k = len(self.alpha_trials)
         if k < len(ladder):
@@ -924,8 +849,6 @@ class SearchDriver:
         """Anneal the pairing of the two projections' coordinates under the pair potential
         (:mod:`.pair_annealing`): the data term is unchanged, so the proposal is scored by the
         prior alone until the polish."""
-        from .pair_annealing import anneal_pairing
-
         m = self.problem.geometry.directions[[0, 1]]
         if abs(np.linalg.det(m)) < 0.15:
             return self._jump(state)
@@ -1020,8 +943,6 @@ class SearchDriver:
             self.callback(record)
 
     def _result(self, t0) -> Reconstruction:
-        from .alpha import explains_data
-
         final = self._final()
         terms = self.objective.terms(final)
         explained = explains_data(self.problem, terms["discrepancy"], self.atom_energy)
@@ -1036,7 +957,7 @@ class SearchDriver:
             **({"data_explained": explained} if explained is not None else {}),
             "energy": terms["energy"],
             # the pair potential itself: the hull and lattice terms are named by their own keys
-            "potential": type(_innermost(self.potential)).__name__,
+            "potential": type(self.pair).__name__,
             "iterations": self.iteration,
             "hops": self.hop,
             "sweeps": self.sweep,
@@ -1111,8 +1032,6 @@ class SearchDriver:
 
     def _well_from_meta(self, params, sites=None):
         """The well saved as ``_well_meta`` (+ its sites, for a :class:`SiteWell`)."""
-        from ..lattice_prior import SiteWell
-
         w = np.asarray(params, float)
         well = self._lattice_well(w[:4].reshape(2, 2), w[4:])
         return well if sites is None else SiteWell(sites, well)
@@ -1150,8 +1069,6 @@ class SearchDriver:
             self.rival_well = (self._well_from_meta(meta["rival_well"], arrays.get("rival_well_sites")),
                                meta["rival_well_from_data"])
         if meta.get("dislocation_models") is not None:
-            from .dislocation_fit import SiteModel
-
             self.dislocation_models = [
                 SiteModel(arrays[f"dislocation{k}_sites"], np.nan, np.nan, w[4:], w[:4].reshape(2, 2))
                 for k, w in enumerate(np.asarray(m, float) for m in meta["dislocation_models"])]

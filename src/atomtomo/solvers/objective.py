@@ -32,6 +32,9 @@ from scipy.optimize import Bounds, minimize
 from scipy.spatial import cKDTree
 
 from ..configuration import Configuration
+from ..hull_prior import HullPressure
+from ..potentials import make_potential
+from ..prior import Prior
 from .problem import Problem
 
 
@@ -331,13 +334,9 @@ def search_quality(problem: Problem, found: Configuration, truth: Configuration,
     found a configuration at least as good as the truth by the objective it minimises (a wrong
     answer there is the objective's fault, not the search's).
     """
-    from ..potentials import make_potential
-
     prior = make_potential(potential, problem.bond_length, problem.ndim)
     if hull > 0:
-        from ..hull_prior import WithHullPressure
-
-        prior = WithHullPressure(prior, hull)
+        prior = Prior(prior, [HullPressure.in_bonds(hull, prior)])
     objective = AtomObjective(problem, prior, alpha)
     relaxed = objective.relax(objective.state_from(truth), max_iterations=1000)
     return (objective.value(objective.state_from(found)) - objective.value(relaxed)) \

@@ -1,11 +1,18 @@
 """Method options (``--option KEY=VALUE``): converters that check values at the boundary.
 
-Every method declares a table ``{name: converter}``; :func:`parse_options` converts the values
-given (strings from the command line, or Python values) and turns any problem into a one-line
+Every method declares a table of its options, either ``{name: converter}`` or a sequence of
+:class:`Option` records (name, converter, default rule, one-line doc) from which the parser
+(:func:`converters`), the method's docstring and ``--help`` (:func:`option_lines`) and the docs
+table (:func:`markdown_table`) all derive. :func:`parse_options` converts the values given
+(strings from the command line, or Python values) and turns any problem into a one-line
 :class:`~atomtomo.errors.InputError` naming the option, the method and what is allowed.
 """
 
 from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -89,8 +96,11 @@ _DESCRIPTIONS = {
 def parse_options(method: str, table: dict, options: dict, checks: dict | None = None) -> dict:
     """Convert ``options`` by ``table``; :class:`InputError` for unknown names or bad values.
 
-    ``checks`` maps a name to ``(predicate, wording)`` tested after conversion.
+    ``table`` is ``{name: converter}`` or a sequence of :class:`Option`; ``checks`` maps a name
+    to ``(predicate, wording)`` tested after conversion.
     """
+    if not isinstance(table, dict):
+        table = converters(table)
     unknown = sorted(set(options) - set(table))
     if unknown:
         raise InputError(f"unknown {method} option(s) {', '.join(unknown)}; "
@@ -109,3 +119,41 @@ def parse_options(method: str, table: dict, options: dict, checks: dict | None =
         if check is not None and not check[0](out[key]):
             raise InputError(f"{method} option {key} must be {check[1]}, got {out[key]}")
     return out
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method option: its ``name``, the ``convert`` function that checks a value, the rule
+    that sets it when it is not given (``default``, one line of prose) and what it does
+    (``doc``, one line). ``resumable=False`` marks a resource guard that may differ between a
+    run and its resumption (left out of the checkpoint's settings)."""
+
+    name: str
+    convert: Callable
+    default: str
+    doc: str
+    resumable: bool = True
+
+
+def converters(table) -> dict:
+    """``{name: converter}`` of a table of :class:`Option` records."""
+    return {o.name: o.convert for o in table}
+
+
+def option_lines(table, width: int = 96, indent: str = "  ") -> list[str]:
+    """Plain-text lines, one entry per option: ``name  [default]  doc`` (wrapped at ``width``)."""
+    pad = max(len(o.name) for o in table) + 2
+    lines = []
+    for o in table:
+        text = f"[default: {o.default}] {o.doc}"
+        wrapped = textwrap.wrap(text, width - len(indent) - pad) or [""]
+        lines.append(f"{indent}{o.name.ljust(pad)}{wrapped[0]}")
+        lines += [f"{indent}{' ' * pad}{w}" for w in wrapped[1:]]
+    return lines
+
+
+def markdown_table(table) -> str:
+    """The options as a Markdown table (``docs/solver.md``)."""
+    rows = ["| option | default | what it does |", "|---|---|---|"]
+    rows += [f"| `{o.name}` | {o.default} | {o.doc} |" for o in table]
+    return "\n".join(rows)

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hull_prior import WithHullPressure, chain_area
-from ..lattice_prior import LatticeWell, SiteWell, WithLatticeWell
+from ..hull_prior import HullPressure, chain_area
+from ..lattice_prior import LatticeWell, SiteWell
+from ..prior import Prior
 
 #: Points of the pair-energy table.
 TABLE_SIZE = 2048
@@ -235,20 +236,18 @@ def _compile():
 COMPILED = _compile()
 
 
-def _unwrap(potential):
-    """The pair potential inside ``potential``, its hull pressure, its lattice well's parameters
-    (:func:`_well`; depth 0 for none) and the sites of a strained well (``(0, 2)`` for none)."""
-    pressure, well, sites = 0.0, np.zeros(12), np.zeros((0, 2))
-    if isinstance(potential, WithHullPressure):
-        potential, pressure = potential.base, potential.pressure
-    if isinstance(potential, WithLatticeWell):
-        w = potential.well
-        if isinstance(w, (LatticeWell, SiteWell)):
-            well = np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(), w.inverse.ravel()]
-        if isinstance(w, SiteWell):
-            sites = w.sites
-        potential = potential.base
-    return potential, pressure, well, sites
+def _prior_parts(prior):
+    """The pair potential of ``prior``, its hull pressure (0 for none), its lattice well's
+    parameters (:func:`_well`; depth 0 for none) and the sites of a site well (``(0, 2)`` for
+    none): what the compiled annealer needs, as numbers."""
+    if not isinstance(prior, Prior):
+        return prior, 0.0, np.zeros(12), np.zeros((0, 2))
+    hull = prior.find(HullPressure)
+    w = prior.find((LatticeWell, SiteWell))
+    well = (np.zeros(12) if w is None else
+            np.r_[w.depth, 2.0 * w.width ** 2, w.origin, w.basis.ravel(), w.inverse.ravel()])
+    sites = w.sites if isinstance(w, SiteWell) else np.zeros((0, 2))
+    return prior.base, 0.0 if hull is None else hull.pressure, well, sites
 
 
 def anneal_pairing(positions, directions, potential, box, rng, *, species=None, steps=None,
@@ -260,10 +259,10 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
     positions : (n, 2) array
     directions : (2, 2) array
         The two detectors' unit vectors (rows); they must not be parallel.
-    potential : PairPotential, possibly inside a WithLatticeWell and a WithHullPressure
-        Supplies ``pair_energy``, ``cutoff_radius``, ``epsilon`` and ``bond_length``; a hull
-        pressure (:mod:`atomtomo.hull_prior`) and a lattice well (:mod:`atomtomo.lattice_prior`,
-        plain or strained) add their exact changes to every swap.
+    potential : PairPotential, or a :class:`~atomtomo.prior.Prior` on one
+        Supplies ``pair_energy``, ``cutoff_radius``, ``epsilon`` and ``bond_length``; the
+        prior's hull pressure (:mod:`atomtomo.hull_prior`) and lattice well
+        (:mod:`atomtomo.lattice_prior`, plain or strained) add their exact changes to every swap.
     box : (2, 2) array
         ``[[xmin, xmax], [ymin, ymax]]``; no atom is paired outside it.
     rng : numpy.random.Generator
@@ -304,7 +303,7 @@ def anneal_pairing(positions, directions, potential, box, rng, *, species=None, 
         return x.copy(), 0.0
     species = np.zeros(n, np.int64) if species is None else np.asarray(species, np.int64)
     steps = int(min(150 * n, 20000)) if steps is None else int(steps)
-    potential, pressure, well, sites = _unwrap(potential)
+    potential, pressure, well, sites = _prior_parts(potential)
     r_max = float(potential.cutoff_radius)
     table = potential.pair_energy(np.linspace(0.0, r_max, TABLE_SIZE))
     eps = float(potential.epsilon)

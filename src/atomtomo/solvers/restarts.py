@@ -58,19 +58,14 @@ def restart_checkpoint(checkpoint, r: int):
     return path.with_name(f"{path.name}.restart{r}")
 
 
-def _search(problem, **run) -> Reconstruction:
-    """One search (module level, so that worker processes can run it)."""
-    from .global_search import SearchDriver
-
-    return SearchDriver(problem, **run).run()
-
-
-def run_restarts(first, problem, restarts: int, jobs: int, run: dict) -> Reconstruction:
-    """Run ``first`` (a ready :class:`~.global_search.SearchDriver`, restart 0) and
+def run_restarts(first, problem, restarts: int, jobs: int, run: dict, *, solve) -> Reconstruction:
+    """Run ``first`` (restart 0: anything with a ``run()`` returning a Reconstruction and a
+    settable ``callback``, e.g. a ready :class:`~.global_search.SearchDriver`) and
     ``restarts - 1`` more searches with the next seeds; return the best (see module docstring).
 
     ``run`` holds the keyword arguments ``first`` was made with (seed, checkpoint, callback and
-    options).
+    options); ``solve(problem, **run) -> Reconstruction`` runs one more search (a module-level
+    function, so that worker processes can run it; :func:`atomtomo.solvers.adcg.search`).
     """
     callback = run.get("callback")
     seed, checkpoint = int(run.get("seed", 0)), run.get("checkpoint")
@@ -87,7 +82,7 @@ def run_restarts(first, problem, restarts: int, jobs: int, run: dict) -> Reconst
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=min(jobs - 1, restarts - 1)) as pool:
-            futures = {r: pool.submit(_search, problem, **{**settings(r), "callback": None})
+            futures = {r: pool.submit(solve, problem, **{**settings(r), "callback": None})
                        for r in others}
             results[0] = first.run()
             for r, future in futures.items():
@@ -98,7 +93,7 @@ def run_restarts(first, problem, restarts: int, jobs: int, run: dict) -> Reconst
     else:
         results[0] = first.run()
         for r in others:
-            results[r] = _search(problem, **settings(r))
+            results[r] = solve(problem, **settings(r))
     ordered = [results[r] for r in range(restarts)]
     pick = best_restart(ordered)
     chosen = ordered[pick]

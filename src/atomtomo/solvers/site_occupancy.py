@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..prior import Prior
 
 #: Annealing sweeps (each tries a flip and a move per site) and independent restarts.
 SWEEPS = 300
@@ -42,8 +43,6 @@ RESTARTS = 4
 def occupancy_problem(objective, sites, species: int = 0):
     """``(Q, h)`` of the quadratic above for ``objective`` (an :class:`AtomObjective` with a
     pair potential inside its prior) on ``sites`` (m, d), all of species ``species``."""
-    from .global_search import _innermost
-
     sites = np.asarray(sites, float)
     if sites.ndim != 2 or len(sites) == 0:
         raise InputError(f"site occupancy needs (m, d) sites with m >= 1, got shape {sites.shape}")
@@ -51,7 +50,9 @@ def occupancy_problem(objective, sites, species: int = 0):
     A = objective.model.design_matrix(sites, weight)
     Q = A.T @ A
     h = -A.T @ np.asarray(objective.data, float).ravel()
-    potential = _innermost(objective.potential)
+    potential = objective.potential
+    if isinstance(potential, Prior):  # the quadratic holds the pair energy alone
+        potential = potential.base
     if objective.uses_energy and hasattr(potential, "pair_energy"):
         r = np.linalg.norm(sites[:, None] - sites[None], axis=-1)
         P = potential.pair_energy(np.where(r > 0, r, np.inf))
