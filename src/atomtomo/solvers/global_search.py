@@ -1,48 +1,36 @@
-"""Global search on top of ADCG: basin hopping with physically motivated moves.
+"""The search: ADCG, then basin hopping and later stages, as resumable iterations.
 
-A greedy add-move-prune loop stops far above the objective of the true configuration: with few
-angles the data cannot say which projected coordinate belongs to which atom, and the local
-optimiser cannot re-pair them. Each *hop* here perturbs the current configuration with one of
+A greedy add-move-prune loop (:mod:`.core`) stops far above the objective of the true
+configuration: with few angles the data cannot say which projected coordinate belongs to which
+atom, and the local optimiser cannot re-pair them. :class:`SearchDriver` runs, in order (each
+phase one or more iterations, after each of which it can checkpoint and resume exactly):
 
-* **jump** — remove the atoms that fit worst (smallest removal gain) and re-insert as many at
-  the best-scoring candidate points (sampled among the top few);
-* **re-pair** — give two atoms each other's coordinate along one projection direction while
-  keeping it along another: this leaves two projections unchanged, so it crosses exactly the
-  ridges the local optimiser cannot;
-* **lattice** — move a badly fitting atom to an empty site of the local lattice (sites that
-  continue a neighbour chain or complete a parallelogram of neighbours);
-* **cluster shift** — displace a small group of neighbouring atoms together;
-* **pairing** (two angles in 2D, pair potential) — anneal the pairing of all the atoms'
-  coordinates of the two projections under the pair potential alone
-  (:mod:`~atomtomo.solvers.pair_annealing`): every pairing fits the data equally, so this
-  re-pairs whole chains of atoms at once, which single re-pairs reach only uphill;
+1. **adcg** -- the greedy loop from an empty (or given) configuration;
+2. **seed** -- starts from lattices fitted to the data (:mod:`.lattice_seed`), kept when they end
+   lower than greedy (2D, bond length known);
+3. **anneal** -- heat-bath sweeps over positions at a falling temperature;
+4. **hop** -- basin hopping: a move (:mod:`.moves`: jump, re-pair, lattice, shift, pairing) is
+   drawn by weight, relaxed locally, polished with the ADCG steps when it could still be
+   accepted, and accepted by the Metropolis rule at a temperature (in atom data energies) that
+   falls geometrically over the stage's budget; the best configuration seen is kept;
+5. later **stages**, each a new run of hops from the best configuration so far, with its own
+   prior and budget (:meth:`SearchDriver._after_search` chooses the next one):
+   *grains* (2D, 3+ angles, where two grains fit the data far better than one lattice: from the
+   two-grain start, three times the budget, the better of it and the first search kept);
+   *lattice* (two zone axes: a well at the sites of a lattice fitted to the atoms joins the
+   prior, :func:`~atomtomo.lattice_prior.fit_well`, a third of the budget); *strain* (the well
+   moved to the sites the atoms' neighbours predict, :func:`~atomtomo.lattice_prior.strained_sites`);
+   *dislocation* (crystals with an edge dislocation fitted to the data, :mod:`.dislocation_fit`,
+   each searched under a well at its sites, from the lowest occupancy of them,
+   :mod:`.site_occupancy`; the lower of it and the search before is kept);
+6. **alpha** -- with ``alpha="auto"``, the ladder of :mod:`.alpha` and then a *refine* stage at
+   the chosen alpha (where no lattice stage ran);
+7. **reseed** -- once, where the result misses the noise target: refill the atoms around the
+   worst-explained data (:mod:`.region_reseed`).
 
-then polishes it with the same add/move/prune steps as ADCG, and accepts it by the Metropolis
-rule at a temperature (in units of one atom's data energy) that decreases geometrically, so the
-search anneals from exploration to descent. The best configuration seen is returned.
-
-When the data hold two grains (2D, three or more angles; :func:`~atomtomo.solvers.lattice_seed.grain_pairs`
-fits them far better than any single lattice), a *grain stage* searches again from the
-two-grain start with a larger budget, and the better of the two searches is kept.
-
-With a lattice prior (by default two angles along zone axes in 2D) a second stage follows: a
-lattice is fitted to the best configuration's atoms (:func:`~atomtomo.lattice_prior.fit_well`),
-a well at its sites joins the prior, and basin hopping goes on with a third of the budget. A
-third stage (the *strain* stage) replaces that well by one at the sites the atoms' neighbours
-predict (:func:`~atomtomo.lattice_prior.strained_sites`: the lattice follows the strain of a
-dislocation or a defect's relaxation) and searches on with another third.
-A *dislocation stage* follows (option ``dislocation``, on by default): crystals with an edge
-dislocation are fitted to the data themselves (:mod:`.dislocation_fit`), not to the atoms, and
-for each that fits clearly better than one crystal the search starts again under a well at its
-sites, from the occupancy of the sites that annealing finds lowest (:mod:`.site_occupancy`)
-when that is lower than the best so far; the lower result of each such search and the one
-before it is kept. With two angles the same fit also decides the zone-axis question where the
-column test misses it (a dislocation's extra half-row spoils a small crop's columns): a
-crystal with a dislocation that fits the data, with rows along both beams, turns the hull
-pressure and the lattice stage on.
-
-:class:`SearchDriver` runs the whole reconstruction as a sequence of iterations (ADCG
-iterations, then hops), so that it can checkpoint after each one and resume exactly.
+A stage changes the prior by adding or replacing a term of :class:`~atomtomo.prior.Prior`.
+Every iteration passes through the loop of :meth:`SearchDriver.run` (the one place for a
+progress or stop hook).
 """
 
 from __future__ import annotations
@@ -51,7 +39,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ..errors import InputError
 from ..hull_prior import TWO_ANGLE_HULL, HullPressure
@@ -61,21 +48,16 @@ from ..prior import Prior
 from .adcg_options import SEARCH_SETTINGS
 from .alpha import AUTO_SEARCH_ALPHA, alpha_ladder, choose_alpha, explains_data
 from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
-from .core import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
+from .core import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes
 from .dislocation_fit import MIN_ATOMS, SiteModel, detected_families, fit_site_models
 from .grid import estimated_atom_count
 from .lattice_seed import lattice_candidates, lattice_kind, lattice_seeds
+from .moves import default_moves, draw_move
 from .objective import AtomObjective, AtomState, near_mask
-from .pair_annealing import anneal_pairing
 from .problem import Problem, Reconstruction
 from .region_reseed import reseed_regions
 from .site_occupancy import anneal_occupancy, occupancy_problem
 from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
-
-MOVES = ("jump", "repair", "lattice", "shift", "pairing")
-
-#: Weight of the pairing move (two angles in 2D, pair potential) among the hops' moves.
-PAIRING = 0.2
 
 #: Default basin-hopping budget for two angles in 2D with a pair prior (patience: half of it).
 TWO_ANGLE_HOPS = 1200
@@ -96,52 +78,6 @@ GRAIN_HOPS_FACTOR = 3
 def expected_atom_count(problem: Problem) -> float:
     """Atom count implied by the data's total mass (spec section 2's mass identity), at least 1."""
     return max(estimated_atom_count(problem), 1.0)
-
-
-def lattice_sites(positions, bond_length, box, min_gap=0.6):
-    """Empty sites of the local lattice: ``2 x_j - x_k`` (continue a chain of neighbours) and
-    ``x_k + x_l - x_j`` (complete a parallelogram), at least ``min_gap * bond_length`` from every
-    atom and inside the box."""
-    n = len(positions)
-    if n < 2 or not bond_length:
-        return np.zeros((0, positions.shape[1] if positions.ndim == 2 else 2))
-    tree = cKDTree(positions)
-    pairs = tree.query_pairs(1.25 * bond_length, output_type="ndarray")
-    if len(pairs) == 0:
-        return np.zeros((0, positions.shape[1]))
-    j, k = pairs[:, 0], pairs[:, 1]
-    sites = [2 * positions[j] - positions[k], 2 * positions[k] - positions[j]]
-    # Parallelograms: for pairs (j,k) and (j,l) sharing j, propose x_k + x_l - x_j.
-    both = np.concatenate([pairs, pairs[:, ::-1]])
-    order = np.argsort(both[:, 0], kind="stable")
-    both = both[order]
-    starts = np.searchsorted(both[:, 0], np.arange(n))
-    ends = np.searchsorted(both[:, 0], np.arange(n), side="right")
-    deg = ends - starts
-    if deg.max() >= 2:
-        # All neighbour pairs (k, l) of each centre j, vectorised over a padded table.
-        dmax = deg.max()
-        table = np.full((n, dmax), -1)
-        slot = np.arange(len(both)) - starts[both[:, 0]]
-        table[both[:, 0], slot] = both[:, 1]
-        a, b = np.triu_indices(dmax, 1)
-        kk, ll = table[:, a], table[:, b]
-        ok = (kk >= 0) & (ll >= 0)
-        centre = np.broadcast_to(np.arange(n)[:, None], kk.shape)[ok]
-        sites.append(positions[kk[ok]] + positions[ll[ok]] - positions[centre])
-    sites = np.vstack(sites)
-    inside = np.all((sites >= box[:, 0]) & (sites <= box[:, 1]), axis=1)
-    sites = sites[inside]
-    if len(sites) == 0:
-        return sites
-    dist, _ = tree.query(sites)
-    sites = sites[dist >= min_gap * bond_length]
-    if len(sites) == 0:
-        return sites
-    # Merge duplicates (the same site proposed by several neighbours).
-    keys = np.round(sites / (0.2 * bond_length)).astype(np.int64)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    return sites[np.sort(first)]
 
 
 def _well_meta(well):
@@ -265,6 +201,7 @@ class SearchDriver:
         self.start = "greedy"
         self.time_limit = time_limit
         self.candidates = Candidates(problem.model, candidate_axes(problem, grid_spacing))
+        self.moves = default_moves(self)  # the proposals of basin hopping (moves.py)
         self.callback = callback
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.seed = int(seed)
@@ -534,8 +471,9 @@ class SearchDriver:
             self.phase = self._next_after_anneal()
 
     def _hop_step(self, t0):
-        move = self.rng.choice(MOVES, p=self._move_probabilities())
-        trial, changed = self._propose(move, self.best if self.rng.random() < 0.3 else self.state)
+        move = draw_move(self.moves, self.state, self.rng)
+        origin = self.best if self.rng.random() < 0.3 else self.state
+        trial, changed = move(origin, self.rng) if origin.n else (origin.copy(), np.zeros(0, int))
         later = self.stage not in ("search", "grains")
         start = self.temperature * (REFINE_TEMPERATURE if later else 1.0)
         temperature = start * self.atom_energy * 0.02 ** (self.hop / max(self.hops, 1))
@@ -554,7 +492,7 @@ class SearchDriver:
         else:
             self.stall += 1
         self.hop += 1
-        self._report("hop", accepted=bool(accepted), move=str(move))
+        self._report("hop", accepted=bool(accepted), move=move.name)
         out_of_time = self.time_limit is not None and time.perf_counter() - t0 > self.time_limit
         if self.hop >= self.hops or self.stall >= self.patience or out_of_time:
             self.state = self.objective.relax(self.best, max_iterations=1000)
@@ -767,122 +705,7 @@ class SearchDriver:
         else:
             self.phase = self._finish()
 
-    # -- moves --------------------------------------------------------------------------------
-    def _move_probabilities(self):
-        can_repair = self.problem.geometry.n_angles >= 2 and self.state.n >= 2
-        can_lattice = bool(self.problem.bond_length) and self.state.n >= 3
-        can_pair = self.pairing_applies and self.objective.alpha > 0 and self.state.n >= 4
-        p = np.array([0.35, 0.35 if can_repair else 0.0, 0.2 if can_lattice else 0.0, 0.1,
-                      PAIRING if can_pair else 0.0])
-        return p / p.sum()
-
-    def _propose(self, move, state):
-        """Apply one move; returns ``(state, indices of the atoms it changed)``."""
-        state = state.copy()
-        if state.n == 0:
-            return state, np.zeros(0, int)
-        if move == "repair":
-            return self._repair(state)
-        if move == "lattice":
-            return self._lattice(state)
-        if move == "shift":
-            return self._shift(state)
-        if move == "pairing":
-            return self._pairing(state)
-        return self._jump(state)
-
-    def _worst_atoms(self, state, k):
-        """k atoms drawn among those whose removal costs least (they fit worst)."""
-        scores = self.objective.removal_scores(state)
-        pool = np.argsort(scores)[: max(3 * k, 6)]
-        if self.rng.random() < 0.3:
-            pool = np.arange(state.n)
-        return self.rng.choice(pool, size=min(k, len(pool)), replace=False)
-
-    def _insert(self, state, k):
-        """Insert k atoms one by one at good candidate points (best or one of the top five)."""
-        for _ in range(k):
-            points = self.candidates.points
-            delta, species = self.candidates.insertion_scores(self.objective, state)
-            top = smallest(delta, 5)
-            pick = top[0] if self.rng.random() < 0.5 else self.rng.choice(top)
-            state = state.add(points[pick], species[pick])
-        return state
-
-    def _jump(self, state):
-        k = int(self.rng.integers(1, 4))
-        k = min(k, state.n)
-        state = state.remove(self._worst_atoms(state, k))
-        return self._insert(state, k), np.arange(state.n, state.n + k)
-
-    def _repair(self, state):
-        """Swap two atoms' coordinates along one projection direction, keep them along another."""
-        geo = self.problem.geometry
-        a, b = self.rng.choice(geo.n_angles, size=2, replace=False)
-        i = int(self.rng.integers(state.n))
-        reach = 3 * self.length_scale
-        near = cKDTree(state.positions).query_ball_point(state.positions[i], reach)
-        near = [j for j in near if j != i] or [j for j in range(state.n) if j != i]
-        j = int(self.rng.choice(near))
-        x = state.positions
-        if geo.ndim == 2:
-            m = geo.directions[[a, b]]
-            if abs(np.linalg.det(m)) < 0.15:
-                return self._jump(state)
-            new_i = np.linalg.solve(m, [x[i] @ m[0], x[j] @ m[1]])
-            new_j = np.linalg.solve(m, [x[j] @ m[0], x[i] @ m[1]])
-        else:
-            # Re-pair within the plane perpendicular to the detector rows (v), keeping each v.
-            eu = geo.directions[[a, b], 0, :]
-            ev = geo.directions[a, 1, :]
-            m = np.vstack([eu, ev])
-            if abs(np.linalg.det(m)) < 0.15:
-                return self._jump(state)
-            new_i = np.linalg.solve(m, [x[i] @ eu[0], x[j] @ eu[1], x[i] @ ev])
-            new_j = np.linalg.solve(m, [x[j] @ eu[0], x[i] @ eu[1], x[j] @ ev])
-        box = self.objective.box
-        state.positions[i] = np.clip(new_i, box[:, 0], box[:, 1])
-        state.positions[j] = np.clip(new_j, box[:, 0], box[:, 1])
-        return state, np.array([i, j])
-
-    def _pairing(self, state):
-        """Anneal the pairing of the two projections' coordinates under the pair potential
-        (:mod:`.pair_annealing`): the data term is unchanged, so the proposal is scored by the
-        prior alone until the polish."""
-        m = self.problem.geometry.directions[[0, 1]]
-        if abs(np.linalg.det(m)) < 0.15:
-            return self._jump(state)
-        positions, _ = anneal_pairing(state.positions, m, self.potential, self.objective.box,
-                                      self.rng, species=state.species)
-        changed = np.flatnonzero(np.any(positions != state.positions, axis=1))
-        state.positions = positions
-        return state, changed
-
-    def _lattice(self, state):
-        sites = lattice_sites(state.positions, self.problem.bond_length, self.objective.box)
-        k = 1 if self.rng.random() < 0.7 else 2
-        state = state.remove(self._worst_atoms(state, k))
-        changed = np.arange(state.n, state.n + k)
-        if len(sites) == 0:
-            return self._insert(state, k), changed
-        # Insert at the best lattice sites only.
-        for _ in range(k):
-            delta, species = self.objective.insertion_scores(
-                state, sites, self.objective.model.self_energy(sites))
-            top = smallest(delta, 3)
-            pick = top[0] if self.rng.random() < 0.6 else self.rng.choice(top)
-            state = state.add(sites[pick], species[pick])
-        return state, changed
-
-    def _shift(self, state):
-        bond = self.length_scale
-        c = int(self.rng.integers(state.n))
-        group = cKDTree(state.positions).query_ball_point(state.positions[c], 1.3 * bond)
-        step = self.rng.normal(scale=0.4 * bond, size=state.positions.shape[1])
-        box = self.objective.box
-        state.positions[group] = np.clip(state.positions[group] + step, box[:, 0], box[:, 1])
-        return state, np.asarray(group, int)
-
+    # -- the polish -------------------------------------------------------------------------
     def _local_relax(self, state, changed):
         """Relax only the changed atoms and their neighbours: cheap, and enough to reject most
         bad proposals before the full polish."""

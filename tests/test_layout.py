@@ -1,4 +1,5 @@
-"""The package's imports go downward only: no cycle, and the solver does not import the phantoms.
+"""The package layout: imports go downward only (no cycle, the solver does not import the phantoms),
+and the docs derive from the code's tables.
 
 A static check (ast over ``src/atomtomo``): every import statement counts, at module level or
 inside a function, since an import inside a function that closes a cycle is still a cycle (it
@@ -122,3 +123,19 @@ def test_solvers_do_not_import_phantoms(graph):
 def test_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_docs_options_table_is_the_option_table():
+    """docs/solver.md's options table is generated from the method's table, not kept by hand."""
+    from atomtomo.potentials import POTENTIALS
+    from atomtomo.solvers.adcg_options import ADCG_OPTIONS, POTENTIAL_NAMES
+    from atomtomo.solvers.options import markdown_table
+
+    assert set(POTENTIAL_NAMES) == set(POTENTIALS)
+    doc = (SRC.parent / "docs" / "solver.md")
+    if not doc.exists():
+        pytest.skip("no docs in this installation")
+    text = doc.read_text()
+    start = text.index("<!-- options table: generated from ADCG_OPTIONS -->\n")
+    end = text.index("<!-- end of options table -->")
+    assert text[start:end].split("\n", 1)[1].strip() == markdown_table(ADCG_OPTIONS)
