@@ -52,8 +52,9 @@ import numpy as np
 
 __all__ = ["HullPressure", "hull_area", "hull_vertices", "TWO_ANGLE_HULL"]
 
-#: Default ``h`` for two angles along zone axes in 2D with a pair prior (docs/solver.md has the
-#: measurements; :mod:`atomtomo.solvers.zone_axes` tells zone axes from the data).
+#: Default ``h`` for two angles along zone axes in 2D with a pair prior (the measurements:
+#: docs/decisions/2026-12-07-solver-history.md; :mod:`atomtomo.solvers.zone_axes` tells zone
+#: axes from the data).
 TWO_ANGLE_HULL = 3.0
 
 

@@ -30,7 +30,8 @@ ADCG_OPTIONS = (
            "hops without improvement that end a stage"),
     Option("batch", positive_int, "max(1, n // 25)", "atoms added per ADCG iteration"),
     Option("grid_spacing", positive_float,
-           "sqrt(sigma^2 + pixel^2 / 12), at most bond / 4; coarser above 40 000 points (2D) or 250 000 (3D)",
+           "sqrt(sigma^2 + pixel^2 / 12), at most bond / 4; coarser above 40 000 points (2D) "
+           "or 250 000 (3D)",
            "spacing of the candidate grid of the add step"),
     Option("max_atoms", positive_int, "3 n + 20", "guard on the number of atoms"),
     Option("temperature", positive_float, "0.2",

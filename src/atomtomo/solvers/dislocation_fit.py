@@ -4,9 +4,10 @@ Why. Around an edge dislocation no single lattice fits (:mod:`atomtomo.lattice_p
 strain stage of the solver builds its sites from the atoms the search has placed
 (:func:`~atomtomo.lattice_prior.strained_sites`). Where the search placed them wrong, the sites
 are wrong the same way and hold the wrong configuration in place: on 96 two-angle zone-axis runs
-that was half of all F1 lost, 12 of its 15 runs on dislocation crops (docs/solver.md). The sites
-of the true crystal, handed to the same stage, took two such crops from F1 0.79 and 0.56 to 1.0.
-This module finds those sites from the projections alone.
+that was half of all F1 lost, 12 of its 15 runs on dislocation crops. The sites of the true
+crystal, handed to the same stage, took two such crops from F1 0.79 and 0.56 to 1.0
+(docs/decisions/2026-12-07-solver-history.md). This module finds those sites from the
+projections alone.
 
 Model. A crystal of the fitted lattice's type and spacing, turned by ``theta`` and shifted by
 ``o``, displaced by the Volterra field of an edge dislocation with Burgers vector ``b`` (a
@@ -34,7 +35,7 @@ Search. ``m`` is sharp in the shift (a third of the atom width costs about 1 ``E
 the rotation and nearly flat in the core position, so: rotations within
 :data:`ROTATION_RANGE` of the fitted lattice's in :data:`ROTATION_STEP` degree steps (a
 dislocation turns the mean lattice of a small crop by up to 6 degrees; on the 16 dislocation
-crops of docs/solver.md 1-degree steps found no crystal lower by more than 0.02 ``E_1``); each
+crops measured 1-degree steps found no crystal lower by more than 0.02 ``E_1``); each
 Burgers vector; cores between two rows parallel to it (where a dislocation's core sits) within
 the box; for each, the two best shifts over a 12 x 12 grid of the cell by the data's summed
 value at the projected sites (cheap); then ``m`` for those, and Nelder-Mead over shift,
@@ -84,7 +85,7 @@ DETECT_MARGIN = 0.5
 
 #: Fewest atoms (by the data's mass) for which the solver fits by default: a dislocation is told
 #: from point defects by rows on both sides of its core, at least three rows of four (the
-#: smallest dislocation crop of docs/solver.md holds 21 atoms).
+#: smallest dislocation crop of docs/decisions/2026-12-07-solver-history.md holds 21 atoms).
 MIN_ATOMS = 12
 
 
@@ -319,9 +320,9 @@ def detected_families(models: list[SiteModel]) -> list[SiteModel]:
     the plain crystal (``m <= DETECT_RATIO * m_plain`` and ``m <= m_plain - DETECT_MARGIN``);
     empty when none does.
 
-    Calibrated on 48 two-angle zone-axis crops (docs/solver.md): it fires on 15 of the 16
-    crops with a dislocation (the 16th has an interstitial at its core) and on one of the 32
-    without, an interstitial that no crystal fits.
+    Calibrated on 48 two-angle zone-axis crops (docs/decisions/2026-12-07-solver-history.md):
+    it fires on 15 of the 16 crops with a dislocation (the 16th has an interstitial at its
+    core) and on one of the 32 without, an interstitial that no crystal fits.
     """
     if not models:
         return []

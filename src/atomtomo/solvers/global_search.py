@@ -14,12 +14,14 @@ phase one or more iterations, after each of which it can checkpoint and resume e
    accepted, and accepted by the Metropolis rule at a temperature (in atom data energies) that
    falls geometrically over the stage's budget; the best configuration seen is kept;
 5. later **stages**, each a new run of hops from the best configuration so far, with its own
-   prior and budget (:meth:`SearchDriver._after_search` chooses the next one):
+   prior and budget (the data of :mod:`.stages`; :meth:`SearchDriver._after_search` takes the
+   first of :data:`~.stages.PIPELINE` whose condition holds):
    *grains* (2D, 3+ angles, where two grains fit the data far better than one lattice: from the
    two-grain start, three times the budget, the better of it and the first search kept);
    *lattice* (two zone axes: a well at the sites of a lattice fitted to the atoms joins the
    prior, :func:`~atomtomo.lattice_prior.fit_well`, a third of the budget); *strain* (the well
-   moved to the sites the atoms' neighbours predict, :func:`~atomtomo.lattice_prior.strained_sites`);
+   moved to the sites the atoms' neighbours predict,
+   :func:`~atomtomo.lattice_prior.strained_sites`);
    *dislocation* (crystals with an edge dislocation fitted to the data, :mod:`.dislocation_fit`,
    each searched under a well at its sites, from the lowest occupancy of them,
    :mod:`.site_occupancy`; the lower of it and the search before is kept);
@@ -57,6 +59,7 @@ from .objective import AtomObjective, AtomState, near_mask
 from .problem import Problem, Reconstruction
 from .region_reseed import reseed_regions
 from .site_occupancy import anneal_occupancy, occupancy_problem
+from .stages import PIPELINE, STAGES
 from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 
 #: Default basin-hopping budget for two angles in 2D with a pair prior (patience: half of it).
@@ -64,15 +67,10 @@ TWO_ANGLE_HOPS = 1200
 #: Default ``lattice_prior`` (weight of the lattice well, in bonds) for two zone axes in 2D.
 TWO_ANGLE_LATTICE = 3.0
 
-#: Starting temperature of the refine stage of ``alpha="auto"``, relative to the first stage's.
-REFINE_TEMPERATURE = 0.3
-
 #: The grain stage (2D, three or more angles) runs when the best two-grain start's data misfit
 #: is below this fraction of the best single lattice's (and that one leaves more than one atom's
 #: data energy unexplained): a crystal with a grain boundary, which no single lattice fits.
 GRAIN_MISFIT_RATIO = 0.75
-#: Its budget, in multiples of the first stage's hops (patience: half of it).
-GRAIN_HOPS_FACTOR = 3
 
 
 def expected_atom_count(problem: Problem) -> float:
@@ -80,9 +78,66 @@ def expected_atom_count(problem: Problem) -> float:
     return max(estimated_atom_count(problem), 1.0)
 
 
-def _well_meta(well):
-    """A well's (or a fitted crystal's) lattice for the checkpoint: basis then origin."""
-    return [*np.asarray(well.basis, float).ravel(), *np.asarray(well.origin, float)]
+#: Version of the checkpoint record (:meth:`SearchDriver._save_checkpoint`).
+CHECKPOINT_FORMAT = 2
+
+#: The fields of :class:`SearchDriver` that change during a run: a checkpoint saves them by
+#: name (encoded by type, :func:`encode`) and a resumed run restores them.
+STATE_FIELDS = ("phase", "stage", "hops", "patience", "iteration", "hop", "sweep", "stall",
+                "start", "alpha", "alpha_reason", "alpha_trials", "state", "best", "best_value",
+                "current_value", "well", "well_from_data", "rival", "rival_value",
+                "rival_start", "rival_well", "dislocation_models", "grain_seed", "grain_label",
+                "reseeded", "rng")
+
+
+def encode(value, key: str, arrays: dict):
+    """``value`` as a JSON-able record; its arrays go into ``arrays`` under names from ``key``.
+
+    Configurations, wells, fitted crystals, generators and lists of them are encoded by type;
+    anything else must be JSON-able as it is."""
+    if isinstance(value, AtomState):
+        arrays[f"{key}.positions"], arrays[f"{key}.species"] = value.positions, value.species
+        return {"kind": "atoms"}
+    if isinstance(value, SiteWell):
+        arrays[f"{key}.sites"] = value.sites
+        return {"kind": "site_well", "lattice": encode(value.lattice, f"{key}.lattice", arrays)}
+    if isinstance(value, LatticeWell):
+        return {"kind": "lattice_well", "basis": value.basis.tolist(),
+                "origin": value.origin.tolist(), "depth": value.depth, "width": value.width}
+    if isinstance(value, SiteModel):
+        arrays[f"{key}.sites"] = value.sites
+        return {"kind": "site_model", "misfit": float(value.misfit),
+                "rotation": float(value.rotation),
+                **{k: None if getattr(value, k) is None else np.asarray(getattr(value, k)).tolist()
+                   for k in ("origin", "basis", "burgers", "core")}}
+    if isinstance(value, np.random.Generator):
+        return {"kind": "rng", "state": value.bit_generator.state}
+    if isinstance(value, (list, tuple)):
+        return {"kind": "list",
+                "items": [encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]}
+    return {"kind": "value", "value": value}
+
+
+def decode(record: dict, key: str, arrays: dict):
+    """The value :func:`encode` recorded (lists come back as lists)."""
+    kind = record["kind"]
+    if kind == "atoms":
+        return AtomState(arrays[f"{key}.positions"], arrays[f"{key}.species"].astype(int))
+    if kind == "site_well":
+        return SiteWell(arrays[f"{key}.sites"], decode(record["lattice"], f"{key}.lattice", arrays))
+    if kind == "lattice_well":
+        return LatticeWell(record["basis"], record["origin"], record["depth"], record["width"])
+    if kind == "site_model":
+        array = {k: None if record[k] is None else np.asarray(record[k], float)
+                 for k in ("origin", "basis", "burgers", "core")}
+        return SiteModel(arrays[f"{key}.sites"], record["misfit"], record["rotation"], **array)
+    if kind == "rng":
+        generator = getattr(np.random, record["state"]["bit_generator"])()
+        generator.state = record["state"]
+        return np.random.Generator(generator)
+    if kind == "list":
+        return [decode(r, f"{key}.{i}", arrays) for i, r in enumerate(record["items"])]
+    return record["value"]
 
 
 #: Crystals fitted to the data by :meth:`SearchDriver._fitted_crystals`, by data and lattice
@@ -128,6 +183,7 @@ class SearchDriver:
         # the interatomic potential; self.potential is the whole prior (it plus the stages' terms)
         self.pair = self.potential
         self.alpha = AUTO_SEARCH_ALPHA if self.auto_alpha else alpha
+        self.alpha_reason = None  # how "auto" chose it, once it has
         self.objective = AtomObjective(problem, self.potential, self.alpha)
         # Two angles in 2D with a pair potential: every pairing of the two projections'
         # coordinates fits the data, so the prior alone decides (docs/solver.md). Along zone
@@ -179,7 +235,7 @@ class SearchDriver:
         self.tol = float(tol) if tol is not None else 1e-4 * self.atom_energy
         self.pairing = bool(pairing)
         # There the pairing move applies (whenever alpha > 0), and the search needs a larger
-        # budget than elsewhere (docs/solver.md has the measurements).
+        # budget than elsewhere (measured: docs/decisions/2026-12-07-solver-history.md).
         self.pairing_applies = self.pairing and two_angles and field is None
         two_angle = self.pairing_applies and needs_prior and self.n_expected <= 400
         # Re-seeding where the data are left unexplained (once, at the end): by default in 2D
@@ -309,8 +365,7 @@ class SearchDriver:
     def _dislocated_zone_axes(self) -> bool:
         """Whether a crystal with a dislocation fits the data clearly better than one without
         and both beams run along its rows: zone axes the column coherence misses (a
-        dislocation's extra half-row spoils the columns of a small crop; two hexagonal crops
-        of 16 with a dislocation in docs/solver.md)."""
+        dislocation's extra half-row spoils the columns of a small crop)."""
         found = detected_families(self._fitted_crystals())
         if found and beams_along_rows(found[0].basis, self.problem.geometry,
                                       self.problem.bond_length):
@@ -343,28 +398,15 @@ class SearchDriver:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> Reconstruction:
-        t0 = time.perf_counter()
+        """Run iterations until the phase is ``"done"``: every iteration of every phase (an
+        ADCG step, a sweep, a hop, a stage's start, an alpha trial) passes through this loop."""
+        t0 = self.t0 = time.perf_counter()
+        steps = {"adcg": self._adcg_step, "seed": self._seed_step, "anneal": self._anneal_step,
+                 "hop": self._hop_step, "alpha": self._alpha_step, "lattice": self._lattice_step,
+                 "strain": self._strain_step, "dislocation": self._dislocation_step,
+                 "grains": self._grain_step, "reseed": self._reseed_step}
         while self.phase != "done":
-            if self.phase == "adcg":
-                self._adcg_step()
-            elif self.phase == "seed":
-                self._seed_step()
-            elif self.phase == "anneal":
-                self._anneal_step()
-            elif self.phase == "hop":
-                self._hop_step(t0)
-            elif self.phase == "alpha":
-                self._alpha_step()
-            elif self.phase == "lattice":
-                self._lattice_step()
-            elif self.phase == "strain":
-                self._strain_step()
-            elif self.phase == "dislocation":
-                self._dislocation_step()
-            elif self.phase == "grains":
-                self._grain_step()
-            elif self.phase == "reseed":
-                self._reseed_step()
+            steps[self.phase]()
             self.iteration += 1
             self._save_checkpoint(t0)
         return self._result(t0)
@@ -470,12 +512,11 @@ class SearchDriver:
             self.current_value = self.best_value
             self.phase = self._next_after_anneal()
 
-    def _hop_step(self, t0):
+    def _hop_step(self):
         move = draw_move(self.moves, self.state, self.rng)
         origin = self.best if self.rng.random() < 0.3 else self.state
         trial, changed = move(origin, self.rng) if origin.n else (origin.copy(), np.zeros(0, int))
-        later = self.stage not in ("search", "grains")
-        start = self.temperature * (REFINE_TEMPERATURE if later else 1.0)
+        start = self.temperature * STAGES[self.stage].temperature
         temperature = start * self.atom_energy * 0.02 ** (self.hop / max(self.hops, 1))
         trial = self._local_relax(trial, changed)
         value = self.objective.value(trial)
@@ -493,7 +534,8 @@ class SearchDriver:
             self.stall += 1
         self.hop += 1
         self._report("hop", accepted=bool(accepted), move=move.name)
-        out_of_time = self.time_limit is not None and time.perf_counter() - t0 > self.time_limit
+        out_of_time = (self.time_limit is not None
+                       and time.perf_counter() - self.t0 > self.time_limit)
         if self.hop >= self.hops or self.stall >= self.patience or out_of_time:
             self.state = self.objective.relax(self.best, max_iterations=1000)
             self.state, _ = self.objective.prune(self.state, self.tol)
@@ -503,15 +545,9 @@ class SearchDriver:
     def _after_search(self):
         if self.rival is not None:
             self._keep_better_search()
-        if self.grain_seed is not None:
-            return "grains"
-        if self.lattice_beta > 0 and self.well is None:
-            return "lattice"
-        if self.strain and self.stage == "lattice":
-            return "strain"
-        if (self.dislocation and self.stage in ("lattice", "strain", "dislocation")
-                and (self.dislocation_models is None or self.dislocation_models)):
-            return "dislocation"
+        for name in PIPELINE:  # the next stage whose condition holds (stages.py)
+            if STAGES[name].runs(self):
+                return name
         if self.auto_alpha and not self.alpha_trials:
             return "alpha"
         return self._finish()
@@ -547,7 +583,7 @@ class SearchDriver:
             self._set_current(state)
             self.start = f"{self.start} (re-seeded)"
         explained = not self._unexplained(self._final())
-        if accepted and explained and hasattr(self, "alpha_reason"):
+        if accepted and explained and self.alpha_reason is not None:
             self.alpha_reason += "; re-seeding a region then reached it"
         self._report("reseed", accepted=accepted, explained=explained)
         self.phase = "done"
@@ -562,9 +598,7 @@ class SearchDriver:
     def _strain_step(self):
         """Replace the lattice well by one at the sites the best configuration's atoms predict
         for each other (:func:`~atomtomo.lattice_prior.strained_sites`) and search on with a
-        third of the budget. On 32 two-angle zone-axis crops it raised the mean F1 from 0.862
-        to 0.873 (6 crops up, a square dislocation 0.75 -> 0.96; one down) for 1.24x the
-        time (docs/solver.md)."""
+        third of the budget."""
         lattice = self.well
         self._search_under_well(self._site_well(lattice, self.best.positions)
                                 if self.best.n else lattice, "strain")
@@ -626,20 +660,17 @@ class SearchDriver:
 
     def _grain_step(self):
         """Start the grain stage: basin hopping from the two-grain start (not annealed, which
-        would scatter its grains) with :data:`GRAIN_HOPS_FACTOR` times the first stage's hops
-        and half as much patience; the first search's result waits as the rival.
-
-        Measured on grain boundaries from three arbitrary angles: the first search ends 0.3-0.5
-        ``E_1`` above the relaxed truth, and so does a search from the two-grain start with the
-        first stage's budget; from the two-grain start with three times the budget it finds the
-        truth (search quality 0.000, F1 1.0)."""
+        would scatter its grains) with the budget of :data:`~.stages.STAGES` (three times the
+        first stage's hops, half as much patience); the first search's result waits as the
+        rival (neither the start nor the budget alone finds the truth on the grain boundaries
+        measured; docs/decisions/2026-12-07-solver-history.md)."""
         self.rival, self.rival_value, self.rival_start = self.best.copy(), self.best_value, self.start
         state, self.grain_seed = self.grain_seed, None
         self.best, self.best_value = state.copy(), self.objective.value(state)
         self.state, self.current_value = state, self.best_value
         self.stage = "grains"
-        self.hops = GRAIN_HOPS_FACTOR * self.settings["hops"]
-        self.patience = max(self.hops // 2, 1)
+        self.hops = STAGES["grains"].hops(self.settings["hops"])
+        self.patience = STAGES["grains"].patience_for(self.hops, self.settings["patience"])
         self.hop, self.stall = 0, 0
         self._report("grains", accepted=True, start=self.grain_label)
         self.phase = "hop"
@@ -659,16 +690,14 @@ class SearchDriver:
         self.rival, self.rival_value, self.rival_start, self.rival_well = None, np.inf, None, None
 
     def _start_stage(self, stage):
-        """A later search stage (``"lattice"``, ``"strain"``, ``"refine"``): basin hopping from
-        the current configuration with a third of the first stage's hops, a third of its
-        patience and the cooler start :data:`REFINE_TEMPERATURE`; without hops, straight on to what follows.
-
-        A third of the patience because the later stages start near their optimum: on 16 crops
-        and two poster lattices the longest run of hops without improvement in the lattice stage
-        was 163, against up to 490 in the first stage."""
+        """A later search stage (``"lattice"``, ``"strain"``, ``"dislocation"``, ``"refine"``):
+        basin hopping from the current configuration with the budget, patience and starting
+        temperature of :data:`~.stages.STAGES` (a third of the first stage's hops and patience,
+        a cooler start: they start near their optimum); without hops, straight on to what
+        follows."""
         self.stage = stage
-        self.hops = max(self.settings["hops"] // 3, 1) if self.settings["hops"] else 0
-        self.patience = max(self.settings["patience"] // 3, 1)
+        self.hops = STAGES[stage].hops(self.settings["hops"])
+        self.patience = STAGES[stage].patience_for(self.hops, self.settings["patience"])
         self.hop, self.stall = 0, 0
         self.phase = "hop" if self.hops > 0 else self._after_search()
 
@@ -718,7 +747,7 @@ class SearchDriver:
     def _polish(self, state, changed=None):
         """Relax, prune and let ADCG add what is missing.
 
-        Large problems (above :data:`~atomtomo.solvers.adcg.LOCAL_MOVE_ABOVE` atoms) relax the
+        Large problems (above :data:`~atomtomo.solvers.core.LOCAL_MOVE_ABOVE` atoms) relax the
         neighbourhood of the changed atoms only, so that a hop costs O(neighbourhood), not
         O(n) L-BFGS iterations; everything is relaxed together at the end of the search.
         """
@@ -772,7 +801,8 @@ class SearchDriver:
         info = {
             "method": "adcg",
             "alpha": self.objective.alpha,
-            "alpha_rule": getattr(self, "alpha_reason", "given") if self.auto_alpha else "given",
+            "alpha_rule": (self.alpha_reason if self.auto_alpha and self.alpha_reason is not None
+                           else "given"),
             "objective": terms["objective"],
             "data_discrepancy": terms["discrepancy"],
             "data_energy": terms["data"],
@@ -801,111 +831,32 @@ class SearchDriver:
         return digest(self.problem.data)
 
     def _save_checkpoint(self, t0):
+        """Write the search state (:data:`STATE_FIELDS`, the objective's alpha, the run time)
+        to the checkpoint, atomically."""
         if self.checkpoint is None:
             return
-        strained_sites = getattr(self.well, "sites", None)  # the strain stage's well (SiteWell)
+        arrays = {}
         meta = {
+            "format": CHECKPOINT_FORMAT,
             "fingerprint": self._fingerprint(),
             "settings": self.settings,
-            "phase": self.phase,
-            "stage": self.stage,
-            "hops": self.hops,
-            "patience": self.patience,
-            "iteration": self.iteration,
-            "hop": self.hop,
-            "sweep": self.sweep,
-            "start": self.start,
-            "stall": self.stall,
-            "alpha": self.objective.alpha,
-            "best_value": self.best_value,
-            "current_value": self.current_value,
-            "rng": self.rng.bit_generator.state,
+            "objective_alpha": self.objective.alpha,
             "runtime": self.previous_runtime + time.perf_counter() - t0,
-            "alpha_trials": [(a, d) for a, d, _ in self.alpha_trials],
-            "alpha_reason": getattr(self, "alpha_reason", None),
-            "well": None if self.well is None else _well_meta(self.well),
-            "well_strained": strained_sites is not None,
-            "well_from_data": self.well_from_data,
-            "rival_well": None if self.rival_well is None else _well_meta(self.rival_well[0]),
-            "rival_well_from_data": None if self.rival_well is None else self.rival_well[1],
-            "dislocation_models": (None if self.dislocation_models is None
-                                   else [_well_meta(m) for m in self.dislocation_models]),
-            "grain_label": self.grain_label,
-            "rival_value": None if self.rival is None else self.rival_value,
-            "rival_start": self.rival_start,
-            "reseeded": self.reseeded,
+            "state": {name: encode(getattr(self, name), name, arrays) for name in STATE_FIELDS},
         }
-        arrays = {
-            "state_positions": self.state.positions, "state_species": self.state.species,
-            "best_positions": self.best.positions, "best_species": self.best.species,
-        }
-        if strained_sites is not None:
-            arrays["well_sites"] = strained_sites
-        if self.rival_well is not None and hasattr(self.rival_well[0], "sites"):
-            arrays["rival_well_sites"] = self.rival_well[0].sites
-        for k, model in enumerate(self.dislocation_models or []):
-            arrays[f"dislocation{k}_sites"] = model.sites
-        for name, s in (("grain_seed", self.grain_seed), ("rival", self.rival)):
-            if s is not None:
-                arrays[f"{name}_positions"], arrays[f"{name}_species"] = s.positions, s.species
-        for k, (_, _, s) in enumerate(self.alpha_trials):
-            arrays[f"trial{k}_positions"] = s.positions
-            arrays[f"trial{k}_species"] = s.species
         write_checkpoint(self.checkpoint, meta, arrays)
-
-    def _well_from_meta(self, params, sites=None):
-        """The well saved as ``_well_meta`` (+ its sites, for a :class:`SiteWell`)."""
-        w = np.asarray(params, float)
-        well = self._lattice_well(w[:4].reshape(2, 2), w[4:])
-        return well if sites is None else SiteWell(sites, well)
 
     def _load_checkpoint(self):
         meta, arrays = read_checkpoint(self.checkpoint)
-        if "settings" not in meta:
-            raise InputError(f"checkpoint {self.checkpoint} was written by an older atomtomo; "
-                             "start without --resume")
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise InputError(f"checkpoint {self.checkpoint} was written by another version of "
+                             "atomtomo; start without --resume")
         if meta.get("fingerprint") != self._fingerprint():
             raise InputError(f"checkpoint {self.checkpoint} belongs to another run (the data differ)")
         check_settings(self.checkpoint, meta["settings"], self.settings)
-        self.phase = meta["phase"]
-        self.stage = meta.get("stage", "search")
-        self.hops = meta.get("hops", self.hops)
-        self.patience = meta.get("patience", self.patience)
-        self.iteration = meta["iteration"]
-        self.hop = meta["hop"]
-        self.sweep = meta.get("sweep", 0)
-        self.start = meta.get("start", "greedy")
-        self.stall = meta["stall"]
-        self.objective.set_alpha(meta["alpha"])
-        self.best_value = meta["best_value"]
-        self.current_value = meta["current_value"]
-        self.rng.bit_generator.state = meta["rng"]
+        for name in STATE_FIELDS:
+            setattr(self, name, decode(meta["state"][name], name, arrays))
+        if self.well is not None:  # the stage's prior: the potential plus its well
+            self._use_well(self.well)
+        self.objective.set_alpha(meta["objective_alpha"])
         self.previous_runtime = meta["runtime"]
-        if meta.get("alpha_reason"):
-            self.alpha_reason = meta["alpha_reason"]
-        if meta.get("well") is not None:  # the lattice fitted to the atoms
-            well = self._well_from_meta(meta["well"], arrays.get("well_sites")
-                                        if meta.get("well_strained") else None)
-            self._use_well(well)
-        self.well_from_data = meta.get("well_from_data", False)
-        if meta.get("rival_well") is not None:
-            self.rival_well = (self._well_from_meta(meta["rival_well"], arrays.get("rival_well_sites")),
-                               meta["rival_well_from_data"])
-        if meta.get("dislocation_models") is not None:
-            self.dislocation_models = [
-                SiteModel(arrays[f"dislocation{k}_sites"], np.nan, np.nan, w[4:], w[:4].reshape(2, 2))
-                for k, w in enumerate(np.asarray(m, float) for m in meta["dislocation_models"])]
-        self.state = AtomState(arrays["state_positions"], arrays["state_species"].astype(int))
-        self.best = AtomState(arrays["best_positions"], arrays["best_species"].astype(int))
-        self.grain_label = meta.get("grain_label")
-        self.reseeded = meta.get("reseeded", False)
-        if "grain_seed_positions" in arrays:
-            self.grain_seed = AtomState(arrays["grain_seed_positions"],
-                                        arrays["grain_seed_species"].astype(int))
-        if "rival_positions" in arrays:
-            self.rival = AtomState(arrays["rival_positions"], arrays["rival_species"].astype(int))
-            self.rival_value, self.rival_start = meta["rival_value"], meta.get("rival_start")
-        self.alpha_trials = [
-            (a, d, AtomState(arrays[f"trial{k}_positions"], arrays[f"trial{k}_species"].astype(int)))
-            for k, (a, d) in enumerate(meta["alpha_trials"])
-        ]

@@ -545,7 +545,7 @@ def complete_unrelaxed(objective: AtomObjective, state: AtomState, candidates, t
     arrangement. So, up to ``tries`` times, an atom goes where the data term alone gains most
     (``prior=False``), *before* anything relaxes, and it stays when the relaxed configuration
     with it has a lower objective than without it. ``candidates``:
-    :class:`~atomtomo.solvers.adcg.Candidates`.
+    :class:`~atomtomo.solvers.core.Candidates`.
 
     Measured on two square crystals with an interstitial from three arbitrary angles, where the
     search ended 0.09 and 0.12 ``E_1`` above the relaxed truth (F1 0.60 and 0.48): their best
@@ -576,7 +576,7 @@ def lattice_seeds(objective: AtomObjective, spacing: float, tol=0.0, per_kind: i
     then annealed with the prior's bonds: :func:`anneal_occupancy`) and is ranked by that
     annealed score; the best ``count`` single lattices and the best two-grain set (which has
     more sites to fit noise with, so it is not ranked against them) are relaxed with the full
-    objective and pruned; with ``candidates`` (:class:`~atomtomo.solvers.adcg.Candidates`) the
+    objective and pruned; with ``candidates`` (:class:`~atomtomo.solvers.core.Candidates`) the
     interstitials go in before the relaxation (:func:`complete_unrelaxed`). Returns
     ``(state, info)`` pairs; ``info`` has the candidate's ``label``, ``misfit``, ``score`` and
     number of ``grains``.

@@ -112,7 +112,7 @@ def reseed_regions(objective: AtomObjective, state: AtomState, candidates, bond_
     objective : AtomObjective
     state : AtomState
         The search's result.
-    candidates : :class:`~atomtomo.solvers.adcg.Candidates`
+    candidates : :class:`~atomtomo.solvers.core.Candidates`
     bond_length : float
         The radii's unit.
     rng : numpy.random.Generator

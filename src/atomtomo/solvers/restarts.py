@@ -18,7 +18,7 @@ the data worse under the prior, so the result is the restart with the largest ``
 among those, the lowest objective (:func:`best_restart`). Other judges (the pair potential and
 hull alone, a single lattice fitted to each search's atoms, the other search's sites) picked no
 better on 48 crops, and even the better of the two searches by F1 scores 0.889 there
-(docs/solver.md).
+(docs/decisions/2026-12-07-solver-history.md).
 
 How. Restart 0 is the run itself: it writes the usual checkpoint and reports every iteration to
 the callback. Restart ``r > 0`` checkpoints to ``FILE.restart<r>`` and reports to the callback
