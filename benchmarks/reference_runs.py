@@ -119,7 +119,9 @@ def particle_case():
                                                                        "layers": "auto"}
 
 
-def run_all(only=None):
+def run_all(only=None, out=None):
+    """Run the cases (those whose name contains one of ``only``); with ``out``, the record is
+    rewritten after every case, so that a run stopped early leaves the cases it finished."""
     from atomtomo.solvers import reconstruct
 
     rows = []
@@ -136,6 +138,8 @@ def run_all(only=None):
             r = rows[-1]
             print(f"{name}: {r['n_found']}/{r['n_true']} atoms, F1 {r['f1']:.3f}, "
                   f"objective {r['objective']:.10g}, {seconds:.1f} s", flush=True)
+            if out:
+                Path(out).write_text(json.dumps(rows))
     return rows
 
 
@@ -181,13 +185,13 @@ def main(argv=None):
     if args.against:
         new = json.loads(Path(args.against).read_text())
     else:
-        new = run_all(args.only)
-        if args.out:
-            Path(args.out).write_text(json.dumps(new))
+        new = run_all(args.only, args.out)
     if args.compare:
         old = json.loads(Path(args.compare).read_text())
         if args.only:
             old = [r for r in old if any(o in r["case"] for o in args.only)]
+        names = {r["case"] for r in new}
+        old = [r for r in old if r["case"] in names]  # the cases both records hold
         print(compare(old, new))
 
 

@@ -139,3 +139,16 @@ def test_docs_options_table_is_the_option_table():
     start = text.index("<!-- options table: generated from ADCG_OPTIONS -->\n")
     end = text.index("<!-- end of options table -->")
     assert text[start:end].split("\n", 1)[1].strip() == markdown_table(ADCG_OPTIONS)
+
+
+def test_reconstruct_help_lists_every_option_with_its_default():
+    from click.testing import CliRunner
+
+    from atomtomo.cli import cli
+    from atomtomo.solvers.adcg_options import ADCG_OPTIONS
+
+    text = CliRunner().invoke(cli, ["reconstruct", "--help"]).output
+    lines = {line.split()[0]: line for line in text.splitlines()
+             if line.startswith("    ") and line[4:5].strip()}  # not the continuation lines
+    for option in ADCG_OPTIONS:
+        assert option.name in lines and "[default: " in lines[option.name], option.name
