@@ -31,7 +31,7 @@ import click
 import numpy as np
 
 from . import __version__
-from ._io import atomic_path, jsonable
+from ._io import atomic_path, check_output_path, check_outputs, jsonable
 from .errors import InputError
 
 #: The 8-byte signature every HDF5 file starts with (at offset 0 for files written by h5py).
@@ -77,8 +77,54 @@ def _fail(message, code, command=None, show_traceback=False) -> int:
     return code
 
 
+#: Parameters that name a file (or, typed ``file_okay=False``, a directory) a command writes.
+#: Every command is checked by :class:`AtomtomoCommand` before it runs: see :func:`_guard_files`.
+OUTPUT_PARAMS = ("output", "write_truth", "history", "animate", "checkpoint")
+
+
+def _flag_of(param) -> str:
+    if isinstance(param, click.Argument):
+        return param.metavar or param.name.upper()
+    # "-o" for the output (as users type it), the long name for the rest
+    return "-o" if "-o" in param.opts else max(param.opts, key=len)
+
+
+def _guard_files(command, ctx) -> None:
+    """Before a command does anything: every output can be written safely and none names an
+    input (:func:`atomtomo._io.check_outputs`). Inputs are every other parameter that names an
+    existing file, plus the angle files read while parsing."""
+    outputs, inputs, dirs = {}, {}, []
+    for param in command.params:
+        value = ctx.params.get(param.name)
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            continue
+        flag = _flag_of(param)
+        if param.name in OUTPUT_PARAMS:
+            if isinstance(param.type, click.Path) and not param.type.file_okay:
+                dirs.append((flag, value))
+            else:
+                outputs[flag] = value
+        elif os.path.isfile(value):
+            inputs[flag] = value
+    for path in ctx.meta.get("atomtomo.angle_files", ()):
+        inputs.setdefault("--angles", path)
+    for flag, value in dirs:
+        check_output_path(value, flag, directory=True)
+    check_outputs(outputs, inputs)
+
+
+class AtomtomoCommand(click.Command):
+    """A command whose outputs are checked before it runs (:func:`_guard_files`)."""
+
+    def invoke(self, ctx):
+        _guard_files(self, ctx)
+        return super().invoke(ctx)
+
+
 class AtomtomoGroup(click.Group):
     """The top-level group: turns every failure into one line and an exit status."""
+
+    command_class = AtomtomoCommand
 
     def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
@@ -189,6 +235,8 @@ class AnglesType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
     def _from_file(self, path, param, ctx):
+        if ctx is not None:  # an input: no output may overwrite it (_guard_files)
+            ctx.meta.setdefault("atomtomo.angle_files", []).append(path)
         try:
             text = Path(path).read_text().replace(",", " ").split()
             values = [float(t) for t in text]
@@ -331,13 +379,7 @@ def _say(quiet, message):
 
 def _check_output(path, flag="-o") -> Path:
     """Fail early (before any work) if an output cannot be written under ``path``."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(f"{flag} {path} is a directory; give a file name")
-    if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}")
-    return path
+    return check_output_path(path, flag)
 
 
 def _check_distinct(**paths):
