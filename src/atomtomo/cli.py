@@ -25,6 +25,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -50,8 +51,9 @@ _INTERRUPTED = {
     "train-locator": "interrupted; the last checkpoint is kept (--resume continues from it)",
 }
 
-# Which command is running and whether tracebacks are wanted; set per invocation by main().
-_STATE = {"command": None, "debug": False}
+# Which command is running, its arguments, whether tracebacks are wanted and what an interrupt
+# keeps (a callable giving the line to print, set by reconstruct); set per invocation by main().
+_STATE = {"command": None, "debug": False, "args": [], "interrupted": None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,9 +137,11 @@ class AtomtomoGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _STATE["command"] = None
         _STATE["debug"] = False
+        _STATE["interrupted"] = None
         if args is None:
             args = sys.argv[1:]
         args = list(args)
+        _STATE["args"] = list(args)
         prog_name = prog_name or "atomtomo"
         if hasattr(self, "_main_shell_completion"):  # click's shell completion (_ATOMTOMO_COMPLETE)
             self._main_shell_completion(extra, prog_name, complete_var)
@@ -147,9 +151,13 @@ class AtomtomoGroup(click.Group):
         return code
 
     def _run(self, args, prog_name, extra) -> int:
+        from . import stopping
+
         try:
-            with self.make_context(prog_name, args, **extra) as ctx:
-                self.invoke(ctx)
+            with stopping.handle_signals(), warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                with self.make_context(prog_name, args, **extra) as ctx:
+                    self.invoke(ctx)
             return 0
         except click.exceptions.Exit as exc:
             return exc.exit_code
@@ -163,10 +171,17 @@ class AtomtomoGroup(click.Group):
             return _fail(f"error: {_one_line(exc.format_message())}", 2)
         except InputError as exc:
             return _fail(f"error: {_one_line(exc)}", 2, show_traceback=True)
-        except (KeyboardInterrupt, click.Abort):
-            what = (_INTERRUPTED.get(_STATE["command"])
-                    or "interrupted; no partial output was written")
-            return _fail(what, 130)
+        except (KeyboardInterrupt, click.Abort) as exc:
+            return _interrupted(getattr(exc, "signum", 2))
+        except SystemError as exc:
+            # an interrupt raised inside a compiled (numba) kernel surfaces as SystemError
+            if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                return _interrupted(getattr(exc.__cause__ or exc.__context__, "signum", 2))
+            return _fail(f"internal error: SystemError: {_one_line(exc)}", 1, show_traceback=True)
+        except MemoryError:
+            return _fail("error: out of memory: the problem is too large for this machine "
+                         "(fewer angles or detector pixels, a larger pixel size, or a smaller "
+                         "phantom)", 2, show_traceback=True)
         except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
             # Unreadable inputs / unwritable outputs that a reader did not already report.
             return _fail(f"error: {_one_line(exc)}", 2, show_traceback=True)
@@ -176,6 +191,25 @@ class AtomtomoGroup(click.Group):
             msg = f"{type(exc).__name__}: {_one_line(exc)}"
             tail = "" if _debug_wanted() else " (rerun with --debug or ATOMTOMO_DEBUG=1 for the traceback)"
             return _fail(f"internal error: {msg}{tail}", 1, show_traceback=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Our own warnings as one line on stderr; a library's (mrcfile, tifffile, h5py, numpy)
+    are dropped: the readers turn the ones that matter into errors or notes of their own."""
+    module = Path(str(filename))
+    if "atomtomo" in module.parts:
+        click.echo(f"{_prefix()}: warning: {_one_line(message)}", err=True)
+
+
+def _interrupted(signum) -> int:
+    """The one line of an interrupted command (what it kept) and its exit status 128 + signal."""
+    what = None
+    if _STATE["interrupted"] is not None:
+        with contextlib.suppress(Exception):
+            what = _STATE["interrupted"]()
+    what = (what or _INTERRUPTED.get(_STATE["command"])
+            or "interrupted; no partial output was written")
+    return _fail(what, 128 + int(signum))
 
 
 def _set_debug(ctx, param, value):
@@ -878,6 +912,7 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
             raise InputError(f"--option {key}=... clashes with a command-line option; use that")
         kwargs[key] = _parse_option_value(value)
 
+    _STATE["interrupted"] = lambda: _reconstruct_kept(checkpoint, resume)
     ts = _read_tiltseries(tiltseries)
     problem = Problem.from_tiltseries(ts, sigma=sigma, bond_length=bond_length)
     if "initial" in kwargs:
@@ -928,6 +963,19 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
                 _say(quiet, f"wrote {path}: {flag}")
         if info.get("data_explained") is False:
             _warn_unexplained(problem, info)
+
+
+def _reconstruct_kept(checkpoint, resume) -> str:
+    """What an interrupted reconstruct keeps: the checkpoint of the last complete iteration and
+    the command that continues from it, or nothing (outputs are written only at the end)."""
+    import shlex
+
+    if checkpoint is not None and Path(checkpoint).is_file():
+        args = list(_STATE["args"]) + ([] if resume else ["--resume"])
+        return (f"interrupted; kept the checkpoint {checkpoint} (the last complete iteration); "
+                f"continue with: atomtomo {shlex.join(args)}")
+    hint = "" if checkpoint is not None else " (--checkpoint FILE makes a run resumable)"
+    return f"interrupted; nothing was kept, no output was written{hint}"
 
 
 def _warn_unexplained(problem, info):

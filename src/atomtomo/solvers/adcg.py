@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import InputError
 from ..forward import grid_points
 from ..potentials import POTENTIALS
+from ..stopping import should_stop, time_limited
 from .grid import PixelGrid
 from .objective import AtomObjective, AtomState, near_mask
 from .options import (boolean, choice, non_negative_float, non_negative_int, parse_options,
@@ -148,6 +149,8 @@ def adcg(objective: AtomObjective, state: AtomState, candidates: Candidates, *,
          separation: float = 0.0, tol: float = 0.0, callback=None) -> AtomState:
     """The ADCG loop: add, move, prune until no addition lowers the objective."""
     for iteration in range(max_iterations):
+        if should_stop():
+            break
         if max_atoms is not None and state.n >= max_atoms:
             break
         state, added = adcg_iteration(objective, state, candidates, batch=batch,
@@ -190,6 +193,7 @@ _OPTIONS = {
 }
 
 
+@time_limited("time_limit")  # the whole run: every stage, restart and polish
 def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=None,
                      initial=None, max_iterations: int | None = None, checkpoint=None,
                      resume: bool = False, **options) -> Reconstruction:

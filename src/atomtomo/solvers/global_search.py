@@ -58,6 +58,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import InputError
 from ..potentials import PairPotential
+from ..stopping import should_stop
 from .grid import estimated_atom_count
 from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
@@ -433,6 +434,8 @@ class SearchDriver:
     def run(self) -> Reconstruction:
         t0 = time.perf_counter()
         while self.phase != "done":
+            if should_stop():  # a signal (raises) or the time limit: the best result so far
+                break
             if self.phase == "adcg":
                 self._adcg_step()
             elif self.phase == "seed":
@@ -537,6 +540,8 @@ class SearchDriver:
             weights = self.objective.species_weights
             r = self.objective.residual(state)
             for i in self.rng.permutation(state.n):
+                if should_stop():
+                    break
                 w = weights[state.species[i]]
                 r = r - self.objective.model.project(state.positions[i:i + 1], [w])
                 others = state.remove(i)

@@ -32,6 +32,7 @@ from scipy.optimize import Bounds, minimize
 from scipy.spatial import cKDTree
 
 from ..configuration import Configuration
+from ..stopping import lbfgs_callback
 from .problem import Problem
 
 
@@ -284,6 +285,7 @@ class AtomObjective:
                 method="L-BFGS-B",
                 bounds=Bounds(lo, hi),
                 options={"maxiter": max_iterations, "ftol": ftol, "gtol": gtol, "maxcor": 20},
+                callback=lbfgs_callback,
             )
         pos = state.positions.copy()
         pos[mask] = res.x.reshape(-1, d)
