@@ -42,6 +42,9 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SIGMA_FRACTION = 1 / 8
 PIXEL_FRACTION = 1 / 10
 
+#: Seconds of a reconstruct time limit kept for writing the outputs after the solver stops.
+WRITE_MARGIN = 0.2
+
 #: At most this many frames are kept for ``--animate`` (older frames are thinned evenly).
 MAX_FRAMES = 200
 
@@ -138,6 +141,7 @@ class AtomtomoGroup(click.Group):
         _STATE["command"] = None
         _STATE["debug"] = False
         _STATE["interrupted"] = None
+        _STATE["t0"] = time.monotonic()
         if args is None:
             args = sys.argv[1:]
         args = list(args)
@@ -942,7 +946,8 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
             _Progress(live=live, status=not quiet, history_file=hist, keep_frames=animate is not None,
                       header=header)
         )
-        recon = fn(problem, callback=tracker, **kwargs)
+        with _whole_run_deadline(kwargs.get("time_limit")):
+            recon = fn(problem, callback=tracker, **kwargs)
         info = jsonable(dict(recon.info))
         info.setdefault("method", method)
         info["source"] = Path(tiltseries).name
@@ -963,6 +968,33 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
                 _say(quiet, f"wrote {path}: {flag}")
         if info.get("data_explained") is False:
             _warn_unexplained(problem, info)
+    if info.get("stopped_by") == "time_limit" and not quiet:
+        click.echo(f"{_prefix()}: note: the time limit ended the run; the result is the best "
+                   "found until then", err=True)
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc; elsewhere since :func:`main` began)."""
+    try:
+        start = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(uptime - start / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic() - _STATE.get("t0", time.monotonic())
+
+
+def _whole_run_deadline(time_limit):
+    """``time_limit`` counted from the start of the command (imports, reading, compiling
+    included), minus a margin for writing the outputs: the limit is a wall-clock promise."""
+    from .stopping import deadline
+
+    try:
+        seconds = float(time_limit)
+    except (TypeError, ValueError):
+        return contextlib.nullcontext()
+    if not (math.isfinite(seconds) and seconds > 0):
+        return contextlib.nullcontext()  # the method refuses it with its own message
+    return deadline(max(seconds - _process_age() - WRITE_MARGIN, 0.0))
 
 
 def _reconstruct_kept(checkpoint, resume) -> str:

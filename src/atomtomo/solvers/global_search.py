@@ -58,7 +58,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import InputError
 from ..potentials import PairPotential
-from ..stopping import should_stop
+from ..stopping import remaining, should_stop
 from .grid import estimated_atom_count
 from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 from .adcg import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes, smallest
@@ -1054,6 +1054,7 @@ class SearchDriver:
             "n_atoms": final.n,
             "atom_data_energy": self.atom_energy,
             "seed": self.seed,
+            **({"stopped_by": "time_limit"} if remaining() <= 0 else {}),
         }
         return Reconstruction(self.objective.configuration(final), info, self.history)
 
