@@ -33,6 +33,7 @@ import numpy as np
 
 from . import __version__
 from ._io import atomic_path, check_output_path, check_outputs, jsonable
+from ._checks import check_beams, check_box_in_view, looks_like_degrees
 from .errors import InputError
 
 #: The 8-byte signature every HDF5 file starts with (at offset 0 for files written by h5py).
@@ -182,7 +183,9 @@ class AtomtomoGroup(click.Group):
             if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
                 return _interrupted(getattr(exc.__cause__ or exc.__context__, "signum", 2))
             return _fail(f"internal error: SystemError: {_one_line(exc)}", 1, show_traceback=True)
-        except MemoryError:
+        except (MemoryError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not _too_big(exc):
+                return self._internal(exc)
             return _fail("error: out of memory: the problem is too large for this machine "
                          "(fewer angles or detector pixels, a larger pixel size, or a smaller "
                          "phantom)", 2, show_traceback=True)
@@ -192,9 +195,20 @@ class AtomtomoGroup(click.Group):
         except BrokenPipeError:
             return 1
         except Exception as exc:  # noqa: BLE001 -- everything else is our bug
-            msg = f"{type(exc).__name__}: {_one_line(exc)}"
-            tail = "" if _debug_wanted() else " (rerun with --debug or ATOMTOMO_DEBUG=1 for the traceback)"
-            return _fail(f"internal error: {msg}{tail}", 1, show_traceback=True)
+            return self._internal(exc)
+
+    @staticmethod
+    def _internal(exc) -> int:
+        msg = f"{type(exc).__name__}: {_one_line(exc)}"
+        tail = "" if _debug_wanted() else " (rerun with --debug or ATOMTOMO_DEBUG=1 for the traceback)"
+        return _fail(f"internal error: {msg}{tail}", 1, show_traceback=True)
+
+
+def _too_big(exc) -> bool:
+    """True for numpy's refusals of arrays larger than the address space (out of memory too)."""
+    text = str(exc)
+    return "array is too big" in text or "Maximum allowed size exceeded" in text \
+        or "maximum supported dimension" in text
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -463,7 +477,27 @@ def _read_tiltseries(path):
         )
     if not np.all(np.isfinite(proj)):
         raise InputError(f"{path}: projections contain NaN or infinite values")
+    _check_question(ts.geometry, ts.box, path)
+    if looks_like_degrees(ts.angles):
+        warnings.warn(f"{path}: angles up to {np.max(np.abs(ts.angles)):.4g} look like degrees; "
+                      "tilt-series files store radians (spec section 3)", stacklevel=2)
     return ts
+
+
+def _beams(geometry) -> np.ndarray:
+    """Unit beam directions, one per projection (2D: the detector line's direction, which is
+    parallel for parallel beams; 3D: normal to the detector frame)."""
+    d = np.asarray(geometry.directions, dtype=float)
+    return d if geometry.ndim == 2 else np.cross(d[:, 0], d[:, 1])
+
+
+def _check_question(geometry, box, where, box_where=None) -> None:
+    """Refuse projections that cannot determine the atoms (one 2D angle, repeated or opposite
+    angles) and a box far outside the detectors' field of view."""
+    check_beams(_beams(geometry), geometry.ndim, str(where))
+    if box is not None:
+        check_box_in_view(box, geometry.detector_shape, geometry.pixel_size,
+                          str(box_where or where))
 
 
 def _fmt(value) -> str:
@@ -546,10 +580,21 @@ def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relativ
         bond_length = _positive_or_none(config.info.get("bond_length"))
     if length_unit is None:
         length_unit = str(config.info.get("length_unit", ""))
+    _check_question(geometry, _box_or_none(box), "--angles", "--box")
     ts = _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond_length,
                    length_unit)
     _write_tiltseries(ts, out)
     _say(quiet, _summary_tiltseries(out, ts, config))
+
+
+def _box_or_none(box):
+    """A box given on the command line or in an atom file's comment (JSON text or array)."""
+    if box is None:
+        return None
+    try:
+        return np.asarray(json.loads(box) if isinstance(box, str) else box, dtype=float)
+    except (ValueError, TypeError):
+        return None  # _simulate's own check says what is wrong
 
 
 def _resolve_ndim(ndim, detector, config, source) -> int:
@@ -702,6 +747,7 @@ def simulate(phantom, params, angles, zone_axis, detector, pixel_size, sigma, no
         sigma = SIGMA_FRACTION * bond
     detector, pixel_size = default_detector(box, detector, pixel_size, bond)
     geometry = Geometry.from_angles(ndim, np.radians(angles), detector, pixel_size)
+    _check_question(geometry, box, "--angles")
     ts = _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond,
                    str(info.get("length_unit", "")))
     if write_truth is not None:
@@ -1350,6 +1396,7 @@ def _run_import(importer, stack, angles, pixel_size, ndim, sigma, bond_length, l
                              f"{importer.__name__}")
         kwargs[name] = value
     ts = importer(stack, np.radians(angles), pixel_size, **kwargs)
+    _check_question(ts.geometry, ts.box, "--angles")
     if bond_length is not None and ts.bond_length is None:
         ts.bond_length = bond_length
     _write_tiltseries(ts, out)
