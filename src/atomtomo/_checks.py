@@ -189,8 +189,11 @@ def check_box_in_view(box, detector_shape, pixel_size: float, where: str) -> Non
     coordinate, in 3D (tilt axis ``y``) ``x`` and ``z`` against the columns and ``y`` against
     the rows, may reach :data:`MAX_BOX_REACH` times that.
     """
-    box = np.asarray(box, dtype=float)
     half = [n * pixel_size / 2 for n in detector_shape]
+    box = np.asarray(box, dtype=float)
+    if box.size != 2 * (len(half) + 1):
+        return  # a box of the wrong shape is refused where it is used, with its own message
+    box = box.reshape(-1, 2)
     if len(box) == 2:
         reach = [(np.max(np.abs(box)), half[0])]
     else:

@@ -212,10 +212,10 @@ def _too_big(exc) -> bool:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """Our own warnings as one line on stderr; a library's (mrcfile, tifffile, h5py, numpy)
-    are dropped: the readers turn the ones that matter into errors or notes of their own."""
-    module = Path(str(filename))
-    if "atomtomo" in module.parts:
+    """Our own warnings as one line on stderr; a library's (mrcfile, tifffile, h5py, numpy,
+    matplotlib) are dropped: the readers turn the ones that matter into errors of their own."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    if os.path.abspath(str(filename)).startswith(package + os.sep):
         click.echo(f"{_prefix()}: warning: {_one_line(message)}", err=True)
 
 
@@ -451,8 +451,10 @@ def is_hdf5(path) -> bool:
     try:
         with open(path, "rb") as fh:
             return fh.read(8) == HDF5_SIGNATURE
-    except (IsADirectoryError, PermissionError):
+    except IsADirectoryError:
         return False
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
     except FileNotFoundError:
         raise InputError(f"file not found: {path}") from None
 
@@ -498,6 +500,26 @@ def _check_question(geometry, box, where, box_where=None) -> None:
     if box is not None:
         check_box_in_view(box, geometry.detector_shape, geometry.pixel_size,
                           str(box_where or where))
+
+
+#: Coordinates beyond this magnitude are refused: distances between them overflow float64.
+MAX_COORDINATE = 1e100
+
+
+def _read_atoms(path, ndim=None):
+    """An atom file (:func:`atomtomo.configuration.read_xyz`) with coordinates and box in a
+    range where distances can be computed."""
+    from .configuration import read_xyz
+
+    config = read_xyz(path, ndim=ndim)
+    peak = float(np.max(np.abs(config.positions))) if config.n_atoms else 0.0
+    box = _box_or_none(config.info.get("box"))
+    if box is not None and box.size:
+        peak = max(peak, float(np.max(np.abs(box))))
+    if not peak <= MAX_COORDINATE:
+        raise InputError(f"{path}: coordinates up to {peak:.3g} are out of range (at most "
+                         f"{MAX_COORDINATE:g} in magnitude)")
+    return config
 
 
 def _fmt(value) -> str:
@@ -570,7 +592,9 @@ def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relativ
     from .geometry import Geometry
 
     out = _check_output(output)
-    config = read_xyz(atoms)
+    config = _read_atoms(atoms)
+    if config.n_atoms == 0:
+        raise InputError(f"{atoms} holds no atoms: there is nothing to project")
     ndim = _resolve_ndim(ndim, detector, config, atoms)
     config = _with_ndim(config, ndim, atoms)
     geometry = Geometry.from_angles(ndim, np.radians(angles), detector, pixel_size)
@@ -831,8 +855,9 @@ class _Progress:
     """Drives the live display from solver callbacks; collects history lines and frames."""
 
     def __init__(self, live: bool, status: bool, history_file=None, keep_frames=False,
-                 interval=5.0, header=None):
+                 interval=5.0, header=None, notes=()):
         self.live, self.status = live, status
+        self.notes = list(notes)  # printed at the first callback, as the header
         # Printed (status mode) at the first callback, i.e. once the method has accepted its
         # options: a bad option must still give exactly one line on stderr.
         self.header = header
@@ -881,6 +906,10 @@ class _Progress:
     def __call__(self, record):
         record = dict(record)
         self.count += 1
+        for note in self.notes:
+            (self.progress.console.print if self.progress is not None else
+             lambda text: click.echo(text, err=True))(note)
+        self.notes = []
         if self.history_file is not None:
             light = {k: v for k, v in record.items()
                      if k not in ("positions", "species", "weights")
@@ -968,18 +997,20 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
     if "initial" in kwargs:
         from .configuration import read_xyz
 
-        init = read_xyz(initial, ndim=problem.ndim)
+        init = _read_atoms(initial, ndim=problem.ndim)
         if not init.species_weights:
             init.species_weights = dict(problem.species_weights)
         kwargs["initial"] = init
     if "checkpoint" in kwargs:
         kwargs["checkpoint"] = str(kwargs["checkpoint"])
 
+    notes = []
     if not quiet and method == "adcg" and alpha == 0 and problem.geometry.n_angles == 2:
-        # The measured ambiguity (docs/solver.md): say it before the user trusts the result.
-        click.echo(f"{_prefix()}: note: with 2 angles and --alpha 0 every re-pairing of the "
-                   "projected coordinates fits the data equally well; --alpha auto lets the "
-                   "energy term choose", err=True)
+        # The measured ambiguity (docs/solver.md): say it before the user trusts the result,
+        # once the method has accepted its options (a bad option gives one line, the error).
+        notes.append(f"{_prefix()}: note: with 2 angles and --alpha 0 every re-pairing of the "
+                     "projected coordinates fits the data equally well; --alpha auto lets the "
+                     "energy term choose")
     live = not quiet and sys.stderr.isatty()
     header = (f"{_prefix()}: {method} on {tiltseries} ({problem.ndim}D, "
               f"{problem.geometry.n_angles} angles, alpha={alpha})")
@@ -990,7 +1021,7 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
             hist = stack.enter_context(open(hist_tmp, "w"))
         tracker = stack.enter_context(
             _Progress(live=live, status=not quiet, history_file=hist, keep_frames=animate is not None,
-                      header=header)
+                      header=header, notes=notes)
         )
         with _whole_run_deadline(kwargs.get("time_limit")):
             recon = fn(problem, callback=tracker, **kwargs)
@@ -1097,7 +1128,7 @@ def load_truth(path, ndim=None):
         if ts.ground_truth is None:
             raise InputError(f"{path} is a tilt series without ground_truth")
         return ts.ground_truth, _positive_or_none(ts.bond_length), "the tilt series' bond_length"
-    config = read_xyz(path, ndim=ndim)
+    config = _read_atoms(path, ndim=ndim)
     return config, _positive_or_none(config.info.get("bond_length")), "the truth file's bond_length"
 
 
@@ -1111,7 +1142,7 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
     from .potentials import bond_length_estimate
 
     truth, bond, source = load_truth(truth_path)
-    found = read_xyz(recon_path, ndim=truth.ndim)
+    found = _read_atoms(recon_path, ndim=truth.ndim)
     if tolerance is None:
         if bond is None:
             bond = bond_length_estimate(truth.positions)
@@ -1126,6 +1157,13 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
 
     result = match_atoms(found, truth, tolerance)
     metrics = jsonable(result.as_dict())
+    # undefined ratios are null (docs/cli.md): precision of nothing found, recall of no truth
+    if metrics.get("n_found") == 0:
+        metrics["precision"] = None
+    if metrics.get("n_true") == 0:
+        metrics["recall"] = None
+    if metrics.get("n_found") == 0 and metrics.get("n_true") == 0:
+        metrics["f1"] = None
     metrics["tolerance"] = float(tolerance)
     metrics["tolerance_source"] = tolerance_source
     metrics["bond_length"] = None if bond is None else float(bond)
@@ -1195,7 +1233,7 @@ def plot(source, truth, tilt, tolerance, title, output, quiet):
         truth_cfg, tbond, _ = load_truth(truth, ndim=ndim)
         bond = bond or tbond
         ndim = truth_cfg.ndim
-    found = read_xyz(source, ndim=ndim)
+    found = _read_atoms(source, ndim=ndim)
     if truth_cfg is not None and tolerance is None:
         from .metrics import TOLERANCE_BONDS
         from .potentials import bond_length_estimate
