@@ -688,6 +688,11 @@ def import_tiff(path, angles, pixel_size=None, *, ndim=3, atom_sigma=None,
             if len(shapes) > 1:
                 raise InputError(f"{path}: the TIFF holds images of different shapes "
                                  f"{sorted(shapes)}; a tilt stack needs one shape")
+            if tif.pages and getattr(tif.pages[0], "samplesperpixel", 1) > 1:
+                raise InputError(f"{path}: the TIFF holds colour images ({tif.pages[0].samplesperpixel} "
+                                 "samples per pixel); a tilt stack needs greyscale intensities")
+            for series in tif.series:
+                check_memory(8.0 * math.prod(series.shape), f"{path}: image stack {series.shape}")
             data = tif.asarray() if len(tif.series) <= 1 else tif.asarray(key=slice(None))
             header = _tiff_pixel_size(tif) if pixel_size is None else None
     except InputError:
