@@ -19,10 +19,23 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from atomtomo import Configuration, ForwardModel, Geometry, stopping, write_xyz
-from atomtomo._io import NAME_MAX, atomic_path
+from atomtomo import Configuration, ForwardModel, Geometry, write_xyz
+from atomtomo._io import atomic_path
 from atomtomo.cli import cli
 
+NAME_MAX = 255  # bytes in a file name (ext4, xfs, btrfs, APFS)
+
+
+class _Stopping:
+    """``atomtomo.stopping``, imported when first used."""
+
+    def __getattr__(self, name):
+        import atomtomo.stopping
+
+        return getattr(atomtomo.stopping, name)
+
+
+stopping = _Stopping()
 ATOMS = np.array([[-0.21, -0.1], [0.0, -0.2], [0.15, 0.05], [-0.05, 0.17], [0.2, 0.22]])
 DEG = [-60.0, 0.0, 60.0]
 
