@@ -43,6 +43,9 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = int(signum)
 
+    def __reduce__(self):  # crosses process boundaries (restarts and planes in worker processes)
+        return (Interrupted, (self.signum,))
+
 
 def reset() -> None:
     """Forget a pending signal and the polling mark (at the start of a command)."""
