@@ -323,7 +323,7 @@ def test_real_signal_mid_run(files, sig):  # pragma: no cover - timing of a real
 
 
 # -- item 6: meaningless questions ----------------------------------------------------------------
-@pytest.mark.parametrize("angles", ["0,0", "0,180", "30", "10,20,-160", "0,1e-6"])
+@pytest.mark.parametrize("angles", ["0,0", "0,180", "10,20,-160", "0,1e-6"])
 def test_degenerate_angle_sets_are_refused(files, angles):
     refused(["simulate", "--phantom", "interstitial", "--angles", angles, "-o", "s.h5"], files,
             "--angles")
@@ -332,6 +332,8 @@ def test_degenerate_angle_sets_are_refused(files, angles):
 def test_degenerate_angles_in_a_file_are_refused(files):
     tiltseries(files / "dup.h5", deg=[0.0, 180.0, 0.0])
     refused(["reconstruct", "dup.h5", "-o", "r.xyz"], files, "same line")
+    tiltseries(files / "one.h5", deg=[30.0])  # simulating one projection is fine, solving not
+    refused(["reconstruct", "one.h5", "-o", "r.xyz"], files, "at least 2")
 
 
 def test_degree_like_angles_in_a_file_are_warned_about(files):

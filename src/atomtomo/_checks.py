@@ -151,15 +151,16 @@ def check_data_scale(projections, where: str) -> None:
 SAME_DIRECTION = 1e-4
 
 
-def check_beams(beams, ndim: int, where: str) -> None:
+def check_beams(beams, ndim: int, where: str, reconstruct: bool = True) -> None:
     """Refuse a set of projections that cannot determine atom positions.
 
-    ``beams`` are the unit beam directions, one per projection. In 2D one projection leaves
-    every atom's position along the beam free; two projections along the same or opposite
-    beams (``theta`` and ``theta + pi``: the same projection, mirrored) add no information.
+    ``beams`` are the unit beam directions, one per projection. Two projections along the same
+    or opposite beams (``theta`` and ``theta + pi``: the same projection, mirrored) add no
+    information. With ``reconstruct``, also one projection in 2D: it leaves every atom's
+    position along the beam free (simulating one is fine).
     """
     b = np.asarray(beams, dtype=float).reshape(len(beams), -1)
-    if ndim == 2 and len(b) < 2:
+    if reconstruct and ndim == 2 and len(b) < 2:
         raise InputError(f"{where}: a 2D reconstruction needs at least 2 projection angles: one "
                          "projection leaves every atom's position along the beam free")
     cos = np.abs(b @ b.T)

@@ -493,10 +493,10 @@ def _beams(geometry) -> np.ndarray:
     return d if geometry.ndim == 2 else np.cross(d[:, 0], d[:, 1])
 
 
-def _check_question(geometry, box, where, box_where=None) -> None:
-    """Refuse projections that cannot determine the atoms (one 2D angle, repeated or opposite
-    angles) and a box far outside the detectors' field of view."""
-    check_beams(_beams(geometry), geometry.ndim, str(where))
+def _check_question(geometry, box, where, box_where=None, reconstruct=False) -> None:
+    """Refuse projections that cannot determine the atoms (repeated or opposite angles; with
+    ``reconstruct`` also one 2D angle) and a box far outside the detectors' field of view."""
+    check_beams(_beams(geometry), geometry.ndim, str(where), reconstruct)
     if box is not None:
         check_box_in_view(box, geometry.detector_shape, geometry.pixel_size,
                           str(box_where or where))
@@ -993,6 +993,7 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
 
     _STATE["interrupted"] = lambda: _reconstruct_kept(checkpoint, resume)
     ts = _read_tiltseries(tiltseries)
+    _check_question(ts.geometry, None, tiltseries, reconstruct=True)
     problem = Problem.from_tiltseries(ts, sigma=sigma, bond_length=bond_length)
     if "initial" in kwargs:
         from .configuration import read_xyz
