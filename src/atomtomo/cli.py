@@ -17,6 +17,7 @@ so ``atomtomo --help`` stays fast.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import json
 import math
@@ -1498,7 +1499,12 @@ def import_tiff_command(stack, angles, pixel_size, ndim, sigma, bond_length, len
 
 def main(argv=None):
     """Console-script entry point: ``atomtomo ...``."""
-    return cli.main(args=argv, prog_name="atomtomo")
+    try:
+        return cli.main(args=argv, prog_name="atomtomo")
+    finally:
+        # Exit without collecting the run's objects one by one: after a solve that took about
+        # a second, most of what a time limit overran by (measured 5.9 -> 5.1 s at limit 5).
+        gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -227,6 +227,8 @@ def fit_lattice(objective: AtomObjective, spacing: float, kinds=("square", "hexa
         n_theta = n_angles or int(period)
         scanned = []
         for theta in np.radians(np.arange(n_theta) * period / n_theta):
+            if should_stop():
+                break
             scanned += [(misfit, theta, offset) for misfit, offset
                         in _scan_offsets(objective, kind, spacing, theta, fractions)]
         scanned.sort(key=lambda t: t[0])
@@ -294,6 +296,8 @@ def refine_lattice(objective: AtomObjective, kind, spacing, theta, offset, misfi
     offset = np.asarray(offset, float)
     weights = np.asarray(objective.species_weights, float)
     for _ in range(rounds):
+        if should_stop():
+            break
         sites, ij = lattice_sites(kind, spacing, theta, offset, box, indices=True)
         _, species = greedy_misfit(objective, sites)
         on = species >= 0
@@ -382,6 +386,8 @@ def lattice_candidates(objective: AtomObjective, spacing: float, per_kind: int =
     box = objective.box
     fractions = _offset_fractions(6)  # as fit_lattice's scan
     for kind, theta in beam_aligned(objective.model.geometry):
+        if should_stop():
+            break
         period = LATTICES[kind][2]
         if any(k == kind and _angle_gap(theta, t, period) < np.radians(0.5) for _, k, t, _ in fits):
             continue
