@@ -383,3 +383,16 @@ def test_evaluate_json_undefined_values_are_null(files):
     assert code == 0, lines
     m = json.loads(out)
     assert m["precision"] is None and m["recall"] == 0.0 and m["rmsd"] is None
+
+
+def test_library_warnings_do_not_reach_stderr(files):
+    mrcfile = pytest.importorskip("mrcfile")
+    with mrcfile.new(files / "s.mrc") as mrc:
+        mrc.set_data(np.random.default_rng(0).random((3, 8, 8)).astype(np.float32))
+        mrc.voxel_size = 0.1
+    raw = bytearray((files / "s.mrc").read_bytes())
+    raw[208:212] = b"XXXX"  # a bad map ID: mrcfile reads it (permissive) with a warning
+    (files / "s.mrc").write_bytes(bytes(raw))
+    code, lines, _ = run(["import-mrc", "s.mrc", "--angles", "0,60,120", "-q", "-o", "m.h5"],
+                         files)
+    assert code == 0 and lines == [], lines
