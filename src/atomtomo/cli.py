@@ -1076,15 +1076,28 @@ def _whole_run_deadline(time_limit):
     return deadline(max(seconds - _process_age() - WRITE_MARGIN, 0.0))
 
 
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
 def _reconstruct_kept(checkpoint, resume) -> str:
     """What an interrupted reconstruct keeps: the checkpoint of the last complete iteration and
     the command that continues from it, or nothing (outputs are written only at the end)."""
     import shlex
 
-    if checkpoint is not None and Path(checkpoint).is_file():
+    path = None if checkpoint is None else Path(checkpoint)
+    # a plane-by-plane run keeps the plane in progress in FILE.layerK, restarts in FILE.restartK
+    parts = [] if path is None else [p for p in path.parent.glob(glob_escape(path.name) + ".*")
+                                     if p.is_file() and ".part" not in p.name]
+    if path is not None and (path.is_file() or parts):
         args = list(_STATE["args"]) + ([] if resume else ["--resume"])
-        return (f"interrupted; kept the checkpoint {checkpoint} (the last complete iteration); "
-                f"continue with: atomtomo {shlex.join(args)}")
+        kept = ([str(checkpoint)] if path.is_file() else []) + sorted(
+            str(path.parent / p.name) if str(path.parent) != "." else p.name for p in parts)
+        return (f"interrupted; kept the checkpoint {', '.join(kept)} (the last complete "
+                f"iteration); continue with: atomtomo {shlex.join(args)}")
     hint = "" if checkpoint is not None else " (--checkpoint FILE makes a run resumable)"
     return f"interrupted; nothing was kept, no output was written{hint}"
 
