@@ -214,6 +214,8 @@ def read_xyz(path, ndim: int | None = None) -> Configuration:
             atoms = read(str(path), index=-1)
         except Exception:
             msg = first_line(exc)
+            if isinstance(exc, KeyError):  # ase: a symbol that is no chemical element
+                msg = f"unknown chemical symbol {msg} (species must be element symbols, or X)"
             raise InputError(f"cannot read atom file {path}: {msg}") from None
     try:
         return Configuration.from_ase(atoms, ndim=ndim)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from ._checks import positive_number
+from ._checks import check_projector_size, positive_number
 from .errors import InputError
 from .geometry import Geometry
 
@@ -102,6 +102,7 @@ class ForwardModel:
         delta = geometry.pixel_size
         self._radius = self.truncation * sigma + delta / 2
         # Pixel centres in [t - radius, t + radius]: at most floor(2 radius / delta) + 1 of them.
+        check_projector_size(geometry.n_angles, geometry.detector_shape, 2 * self._radius / delta)
         self._support = int(np.floor(2 * self._radius / delta)) + 1
 
     # -- windows -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import box_array, short_repr
+from ._checks import box_array, check_data_scale, check_memory, short_repr
 from ._io import atomic_path
 from .configuration import Configuration
 from .errors import InputError, first_line
@@ -154,8 +154,7 @@ def _projections(data, ndim, where) -> np.ndarray:
                          f"got shape {p.shape}")
     if p.size == 0:
         raise InputError(f"{where}: projections are empty (shape {p.shape})")
-    if not np.all(np.isfinite(p)):
-        raise InputError(f"{where}: projections contain NaN or infinite values")
+    check_data_scale(p, where)
     return p
 
 
@@ -376,6 +375,7 @@ def _read_open_file(f, where: str) -> TiltSeries:
             return None
         if not isinstance(obj, h5py.Dataset):
             raise InputError(f"{where}: {name!r} must be a dataset, found a group")
+        check_memory(8.0 * obj.size, f"{where}: dataset {name!r} of shape {obj.shape}")
         return obj[()]
 
     proj = _projections(dataset("projections", required=True), ndim, where)
@@ -688,6 +688,11 @@ def import_tiff(path, angles, pixel_size=None, *, ndim=3, atom_sigma=None,
             if len(shapes) > 1:
                 raise InputError(f"{path}: the TIFF holds images of different shapes "
                                  f"{sorted(shapes)}; a tilt stack needs one shape")
+            if tif.pages and getattr(tif.pages[0], "samplesperpixel", 1) > 1:
+                raise InputError(f"{path}: the TIFF holds colour images ({tif.pages[0].samplesperpixel} "
+                                 "samples per pixel); a tilt stack needs greyscale intensities")
+            for series in tif.series:
+                check_memory(8.0 * math.prod(series.shape), f"{path}: image stack {series.shape}")
             data = tif.asarray() if len(tif.series) <= 1 else tif.asarray(key=slice(None))
             header = _tiff_pixel_size(tif) if pixel_size is None else None
     except InputError:

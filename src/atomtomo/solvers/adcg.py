@@ -16,6 +16,7 @@ import os
 import time
 
 from ..errors import InputError
+from ..stopping import time_limited
 from .adcg_options import ADCG_OPTIONS, options_help
 from .global_search import SearchDriver
 from .layers import LayeredRun, find_layers
@@ -24,6 +25,7 @@ from .problem import Problem, Reconstruction
 from .restarts import default_restarts, run_restarts
 
 
+@time_limited("time_limit")  # the whole run: every stage, restart and polish
 def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=None,
                      initial=None, max_iterations: int | None = None, checkpoint=None,
                      resume: bool = False, **options) -> Reconstruction:

@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from .._io import atomic_path
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 
 def digest(*arrays) -> str:
@@ -47,7 +47,9 @@ def read_checkpoint(path):
             meta = json.loads(str(z["meta"]))
             arrays = {k: z[k] for k in z.files if k != "meta"}
     except Exception as exc:
-        raise InputError(f"cannot read checkpoint {path}: {exc}") from None
+        what = (f"{first_line(exc)}" if isinstance(exc, (KeyError, json.JSONDecodeError))
+                else "not a checkpoint file (an .npz archive written by --checkpoint)")
+        raise InputError(f"cannot read checkpoint {path}: {what}") from None
     return meta, arrays
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..forward import grid_points
+from ..stopping import should_stop
 from .grid import PixelGrid
 from .objective import AtomObjective, AtomState, near_mask
 from .problem import Problem
@@ -140,6 +141,8 @@ def adcg(objective: AtomObjective, state: AtomState, candidates: Candidates, *,
          separation: float = 0.0, tol: float = 0.0, callback=None) -> AtomState:
     """The ADCG loop: add, move, prune until no addition lowers the objective."""
     for iteration in range(max_iterations):
+        if should_stop():
+            break
         if max_atoms is not None and state.n >= max_atoms:
             break
         state, added = adcg_iteration(objective, state, candidates, batch=batch,

@@ -57,6 +57,7 @@ from scipy.optimize import minimize, nnls
 from scipy.spatial import cKDTree
 
 from ..crystal import edge_dislocation_displacement, rotation_matrix
+from ..stopping import should_stop
 from .lattice_seed import lattice_kind
 
 #: Rotations tried around the fitted lattice's, in degrees either way.
@@ -274,6 +275,8 @@ def _dislocated_scan(scorer, crystal, refs):
     for rotation, ref in refs.items():
         for b, v, h in crystal.burgers_and_rows(rotation):
             for i in range(-6, 7):
+                if should_stop():
+                    return
                 for j in range(-6, 7):
                     core = centre + (i + h) * b + (j + 0.5) * v
                     if np.any(np.abs(core - centre) > core_reach + a):

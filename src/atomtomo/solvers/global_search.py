@@ -47,6 +47,7 @@ from ..hull_prior import TWO_ANGLE_HULL, HullPressure
 from ..lattice_prior import WELL_WIDTH, LatticeWell, SiteWell, fit_well, strained_sites
 from ..potentials import PairPotential, make_potential
 from ..prior import Prior
+from ..stopping import remaining, should_stop
 from .adcg_options import SEARCH_SETTINGS
 from .alpha import AUTO_SEARCH_ALPHA, alpha_ladder, choose_alpha, explains_data
 from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
@@ -406,6 +407,8 @@ class SearchDriver:
                  "strain": self._strain_step, "dislocation": self._dislocation_step,
                  "grains": self._grain_step, "reseed": self._reseed_step}
         while self.phase != "done":
+            if should_stop():  # a signal (raises) or the time limit: the best result so far
+                break
             steps[self.phase]()
             self.iteration += 1
             self._save_checkpoint(t0)
@@ -489,6 +492,8 @@ class SearchDriver:
             weights = self.objective.species_weights
             r = self.objective.residual(state)
             for i in self.rng.permutation(state.n):
+                if should_stop():
+                    break
                 w = weights[state.species[i]]
                 r = r - self.objective.model.project(state.positions[i:i + 1], [w])
                 others = state.remove(i)
@@ -823,6 +828,7 @@ class SearchDriver:
             "n_atoms": final.n,
             "atom_data_energy": self.atom_energy,
             "seed": self.seed,
+            **({"stopped_by": "time_limit"} if remaining() <= 0 else {}),
         }
         return Reconstruction(self.objective.configuration(final), info, self.history)
 

@@ -67,6 +67,7 @@ from scipy.sparse.linalg import LinearOperator
 from .._checks import positive_number
 from ..errors import InputError
 from ..forward import ForwardModel, grid_points
+from ..stopping import should_stop
 
 
 # -- the grid ----------------------------------------------------------------------------------
@@ -373,6 +374,8 @@ def sirt(problem, grid: PixelGrid, iterations: int = 100, relaxation: float = 1.
     step = relaxation * _safe_inverse(psi.column_sums)
     w = np.zeros(psi.shape[1])
     for it in range(iterations):
+        if should_stop():
+            break
         w += step * psi.rmatvec(inv_row * (y - psi.matvec(w)))
         if nonnegative:
             np.maximum(w, 0.0, out=w)
@@ -424,6 +427,8 @@ def fista(psi: GridOperator, data, lam: float, *, max_iterations: int = 500,
     z, t = w.copy(), 1.0
     restarts, converged, it = 0, False, 0
     for it in range(1, max_iterations + 1):
+        if should_stop():
+            break
         r = psi.matvec(z) - y
         grad = psi.rmatvec(r)
         w_new = np.maximum(z - step * (grad + lam), 0.0)

@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.optimize import minimize
 
+from ..stopping import should_stop
 from .objective import AtomObjective, AtomState, single_threaded_blas
 
 LATTICES = {
@@ -226,6 +227,8 @@ def fit_lattice(objective: AtomObjective, spacing: float, kinds=("square", "hexa
         n_theta = n_angles or int(period)
         scanned = []
         for theta in np.radians(np.arange(n_theta) * period / n_theta):
+            if should_stop():
+                break
             scanned += [(misfit, theta, offset) for misfit, offset
                         in _scan_offsets(objective, kind, spacing, theta, fractions)]
         scanned.sort(key=lambda t: t[0])
@@ -293,6 +296,8 @@ def refine_lattice(objective: AtomObjective, kind, spacing, theta, offset, misfi
     offset = np.asarray(offset, float)
     weights = np.asarray(objective.species_weights, float)
     for _ in range(rounds):
+        if should_stop():
+            break
         sites, ij = lattice_sites(kind, spacing, theta, offset, box, indices=True)
         _, species = greedy_misfit(objective, sites)
         on = species >= 0
@@ -381,6 +386,8 @@ def lattice_candidates(objective: AtomObjective, spacing: float, per_kind: int =
     box = objective.box
     fractions = _offset_fractions(6)  # as fit_lattice's scan
     for kind, theta in beam_aligned(objective.model.geometry):
+        if should_stop():
+            break
         period = LATTICES[kind][2]
         if any(k == kind and _angle_gap(theta, t, period) < np.radians(0.5) for _, k, t, _ in fits):
             continue
@@ -509,6 +516,8 @@ def grain_pairs(objective: AtomObjective, spacing: float, fits, keep: int = 1):
         normal = np.array([np.cos(phi), np.sin(phi)])
         for cut in (-0.5 * half, 0.0, 0.5 * half):
             for i, (_, k1, t1, o1) in enumerate(fits):
+                if should_stop():
+                    break
                 for j, (_, k2, t2, o2) in enumerate(fits):
                     if j == i or k1 != k2 or _angle_gap(t1, t2, LATTICES[k1][2]) < np.radians(3):
                         continue
@@ -520,6 +529,8 @@ def grain_pairs(objective: AtomObjective, spacing: float, fits, keep: int = 1):
     scored.sort(key=lambda t: t[0])
     out = []
     for misfit, kind, grains, normal, cut in scored[:keep]:
+        if should_stop():
+            break
         fitted = refine_grains(objective, kind, spacing, grains, normal, cut, misfit)
         scanned, turned = scan_grains(objective, kind, spacing, grains, normal, cut, misfit)
         misfit, grains = min(fitted, refine_grains(objective, kind, spacing, turned, normal, cut,
@@ -584,6 +595,8 @@ def lattice_seeds(objective: AtomObjective, spacing: float, tol=0.0, per_kind: i
     rng = np.random.default_rng(rng)
     occupied = []
     for cand in lattice_candidates(objective, spacing, per_kind):
+        if should_stop():
+            break
         sites = cand["sites"]
         if len(sites) == 0:
             continue

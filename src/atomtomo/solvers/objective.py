@@ -35,6 +35,7 @@ from ..configuration import Configuration
 from ..hull_prior import HullPressure
 from ..potentials import make_potential
 from ..prior import Prior
+from ..stopping import lbfgs_callback
 from .problem import Problem
 
 
@@ -287,6 +288,7 @@ class AtomObjective:
                 method="L-BFGS-B",
                 bounds=Bounds(lo, hi),
                 options={"maxiter": max_iterations, "ftol": ftol, "gtol": gtol, "maxcor": 20},
+                callback=lbfgs_callback,
             )
         pos = state.positions.copy()
         pos[mask] = res.x.reshape(-1, d)
