@@ -173,7 +173,8 @@ def _parse_numbers(text: str, what: str):
 
 
 class AnglesType(click.ParamType):
-    """Tilt angles in degrees: ``-60,0,60``, or a text file with one angle per line (IMOD .tlt)."""
+    """Tilt angles in degrees: ``-60,0,60``, or an angle file: one angle per line (IMOD .tlt,
+    .rawtlt) or a SerialEM .mdoc (the TiltAngle of each [ZValue = k] section)."""
 
     name = "DEG[,DEG...]"
 
@@ -189,14 +190,12 @@ class AnglesType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
     def _from_file(self, path, param, ctx):
+        from .formats import read_angle_file  # .tlt/.rawtlt (one per line), SerialEM .mdoc
+
         try:
-            text = Path(path).read_text().replace(",", " ").split()
-            values = [float(t) for t in text]
-        except (OSError, UnicodeDecodeError, ValueError):
-            self.fail(f"angle file {path} must hold numbers (degrees), one per line", param, ctx)
-        if not values or not all(math.isfinite(v) for v in values):
-            self.fail(f"angle file {path} must hold finite numbers (degrees)", param, ctx)
-        return values
+            return read_angle_file(path)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class DetectorType(click.ParamType):
@@ -292,8 +291,52 @@ class BoxType(click.ParamType):
         return box
 
 
+class SpeciesWeightsType(click.ParamType):
+    """Weights per species: ``Pt=1,Pd=0.41`` or JSON ``{"Pt": 1, "Pd": 0.41}``; each > 0."""
+
+    name = "SPECIES=W[,...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        text = str(value).strip()
+        if text.startswith("{"):
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError as exc:
+                self.fail(f"{text[:40]!r} is not valid JSON ({exc.msg})", param, ctx)
+            if not isinstance(raw, dict):
+                self.fail("give a JSON object, e.g. {\"Pt\": 1, \"Pd\": 0.41}", param, ctx)
+            items = list(raw.items())
+        else:
+            items = []
+            for part in text.split(","):
+                key, sep, val = part.partition("=")
+                if not sep or not key.strip():
+                    self.fail(f"{part.strip()!r} is not SPECIES=WEIGHT (e.g. Pt=1,Pd=0.41)",
+                              param, ctx)
+                items.append((key.strip(), val.strip()))
+        weights = {}
+        for key, val in items:
+            if isinstance(val, bool):
+                self.fail(f"weight of {key!r} must be a number", param, ctx)
+            try:
+                w = float(val)
+            except (TypeError, ValueError):
+                self.fail(f"weight of {key!r} is not a number: {str(val)[:20]!r}", param, ctx)
+            if not (math.isfinite(w) and w > 0):
+                self.fail(f"weight of {key!r} must be a positive number, got {val}", param, ctx)
+            if str(key) in weights:
+                self.fail(f"species {key!r} is given twice", param, ctx)
+            weights[str(key)] = w
+        if not weights:
+            self.fail("no species given", param, ctx)
+        return weights
+
+
 ANGLES = AnglesType()
 DETECTOR = DetectorType()
+TILT_FORMAT = click.Choice(["h5", "emd"])
 SEED = click.IntRange(min=0)
 NDIM = click.Choice(["2", "3"])
 
@@ -372,9 +415,9 @@ def _read_tiltseries(path):
         raise InputError(f"{path} is not a file")
     if not is_hdf5(path):
         raise InputError(f"{path} is not an HDF5 tilt-series file")
-    from .tiltseries import read_tiltseries
+    from .formats import read_tiltseries_any  # atomtomo's own format, or an EMD tilt series
 
-    ts = read_tiltseries(path)
+    ts = read_tiltseries_any(path)
     proj = np.asarray(ts.projections)
     if proj.shape != tuple(ts.geometry.data_shape):
         raise InputError(
@@ -445,11 +488,17 @@ def cli():
 @click.option("--bond-length", type=POSITIVE, default=None,
               help="Nearest-neighbour distance to record (default: the atom file's bond_length).")
 @click.option("--length-unit", default=None, help="Length unit to record, e.g. angstrom.")
-@_output_option("The tilt series to write (HDF5).")
+@click.option("--species-weights", type=SpeciesWeightsType(), default=None,
+              help="Integrated intensity per species, e.g. Pt=1,Pd=0.41 or '{\"Pt\":1,\"Pd\":0.41}' "
+                   "(default: the atom file's species_weights, else 1 for every species).")
+@click.option("--format", "fmt", type=TILT_FORMAT, default=None,
+              help="h5 (atomtomo's tilt series, spec section 3) or emd (tomviz-style EMD); "
+                   "default: from the extension of -o (.emd), else h5.")
+@_output_option("The tilt series to write (HDF5, or EMD with --format emd).")
 @_quiet_option
 @_debug_option
 def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relative_noise, dose, seed,
-            box, bond_length, length_unit, output, quiet):
+            box, bond_length, length_unit, species_weights, fmt, output, quiet):
     """Project the atoms in ATOMS.xyz (spec section 2) and write a tilt series with them as
     ground truth (spec section 3)."""
     from .configuration import read_xyz
@@ -459,6 +508,12 @@ def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relativ
     config = read_xyz(atoms)
     ndim = _resolve_ndim(ndim, detector, config, atoms)
     config = _with_ndim(config, ndim, atoms)
+    if species_weights is not None:
+        unknown = [name for name in species_weights if name not in set(config.species)]
+        if unknown:
+            raise InputError(f"--species-weights names {unknown[0]!r}, which is not a species of "
+                             f"{atoms} (species: {', '.join(config.species_names)})")
+        config.species_weights = {**config.species_weights, **species_weights}
     geometry = Geometry.from_angles(ndim, np.radians(angles), detector, pixel_size)
     if box is None and config.info.get("box") is not None:
         box = config.info["box"]
@@ -468,7 +523,7 @@ def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relativ
         length_unit = str(config.info.get("length_unit", ""))
     ts = _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond_length,
                    length_unit)
-    _write_tiltseries(ts, out)
+    _write_tiltseries(ts, out, fmt)
     _say(quiet, _summary_tiltseries(out, ts, config))
 
 
@@ -510,9 +565,19 @@ def _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, bo
                                bond_length=bond_length, length_unit=length_unit or "")
 
 
-def _write_tiltseries(ts, out):
+def _tilt_format(out, fmt) -> str:
+    """The format of a tilt-series output: ``fmt``, else ``emd`` for a ``.emd`` name, else h5."""
+    return fmt or ("emd" if Path(out).suffix.lower() == ".emd" else "h5")
+
+
+def _write_tiltseries(ts, out, fmt=None):
     from .tiltseries import write_tiltseries
 
+    if _tilt_format(out, fmt) == "emd":
+        from .formats import write_emd
+
+        write_emd(ts, out)  # atomic
+        return
     # atomic here whatever the writer does (the tests put a non-atomic writer in its place)
     with atomic_path(out) as tmp:
         write_tiltseries(ts, tmp)
@@ -575,11 +640,14 @@ def _fmt_param(value) -> str:
               help="Seeds the phantom (where random) and the noise.")
 @click.option("--write-truth", type=click.Path(dir_okay=False), default=None,
               help="Also write the phantom as an atom file.")
-@_output_option("The tilt series to write (HDF5).")
+@click.option("--format", "fmt", type=TILT_FORMAT, default=None,
+              help="h5 (atomtomo's tilt series) or emd (tomviz-style EMD, without the ground "
+                   "truth: use --write-truth); default: from the extension of -o.")
+@_output_option("The tilt series to write (HDF5, or EMD with --format emd).")
 @_quiet_option
 @_debug_option
 def simulate(phantom, params, angles, zone_axis, detector, pixel_size, sigma, noise_std,
-             relative_noise, dose, seed, write_truth, output, quiet):
+             relative_noise, dose, seed, write_truth, fmt, output, quiet):
     """Build a test configuration (lattices with defects, nanoparticles) and project it.
 
     Defaults: sigma = bond length / 8; the detector is centred on the axis and covers the
@@ -628,7 +696,7 @@ def simulate(phantom, params, angles, zone_axis, detector, pixel_size, sigma, no
         from .configuration import write_xyz
 
         write_xyz(config, write_truth)
-    _write_tiltseries(ts, out)
+    _write_tiltseries(ts, out, fmt)
     _say(quiet, _summary_tiltseries(out, ts, config) + f" (phantom {info.get('phantom', phantom)})")
     if write_truth is not None:
         _say(quiet, f"wrote {write_truth}: the phantom's atoms")
@@ -785,7 +853,10 @@ class _Progress:
 @click.option("--initial", type=click.Path(dir_okay=False), default=None,
               help="Start from this atom file (methods that support it).")
 @click.option("--max-iterations", type=click.IntRange(min=0), default=None,
-              help="Iteration guard (methods that support it).")
+              help="Bound on the main loop of the method: adcg, its add-move-prune iterations "
+                   "only (default 4 x expected atoms + 50; the global search that follows has its "
+                   "own budget, e.g. --option hops=N); sirt/fista, the iterations (the option "
+                   "iterations); annealing, the temperature levels (the option levels).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Save the search state here after every iteration (methods that support it).")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
@@ -797,11 +868,14 @@ class _Progress:
               help="Trained locator model (method learned).")
 @click.option("--option", "options", type=KeyValueType(), multiple=True,
               help="Method option KEY=VALUE (repeatable), e.g. --option hops=50.")
+@click.option("--density", "density_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write a density as MRC: the grid image of sirt/fista, else the Gaussian "
+                   "density of the atoms on voxels of sigma / 2 over the box.")
 @_output_option("The reconstructed atoms (extended XYZ).")
 @_quiet_option
 @_debug_option
 def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, max_iterations,
-                checkpoint, resume, history, animate, model, options, output, quiet):
+                checkpoint, resume, history, animate, model, options, density_out, output, quiet):
     """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
 
     Progress (iteration, atoms, objective) goes to stderr; the comment line of the output holds
@@ -811,11 +885,12 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
     from .solvers.problem import Problem
 
     out = _check_output(output)
-    for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint)):
+    for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint),
+                       ("--density", density_out)):
         if path is not None:
             _check_output(path, flag)
     _check_distinct(**{"-o": output, "--history": history, "--animate": animate,
-                       "--checkpoint": checkpoint})
+                       "--checkpoint": checkpoint, "--density": density_out})
     if animate is not None and Path(animate).suffix.lower() != ".gif":  # fail before the run
         raise InputError(f"--animate {animate}: animations are written as .gif")
     fn = get_method(method)
@@ -875,17 +950,30 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
 
         if animate is not None:
             _animate(tracker, recon, problem, animate)
+        if density_out is not None:
+            _write_run_density(recon, problem, density_out)
         write_xyz(recon.configuration, out, **{k: v for k, v in info.items() if v is not None})
     if not quiet:
         _say(quiet, f"wrote {out}: {recon.configuration.n_atoms} atoms; " + ", ".join(
             f"{k} {_fmt(info.get(k))}" for k in ("objective", "data_discrepancy", "energy",
                                                    "alpha", "iterations", "runtime_s")
             if k in info))
-        for flag, path in (("history", history), ("animation", animate)):
+        for flag, path in (("history", history), ("animation", animate), ("density", density_out)):
             if path is not None:
                 _say(quiet, f"wrote {path}: {flag}")
         if info.get("data_explained") is False:
             _warn_unexplained(problem, info)
+
+
+def _write_run_density(recon, problem, path):
+    """The grid image of a grid method, else the atoms' Gaussian density, as MRC."""
+    from .formats import gaussian_density, write_density_mrc
+
+    if getattr(recon, "density", None) is not None:
+        rho, axes = recon.density
+    else:
+        rho, axes = gaussian_density(recon.configuration, float(problem.sigma), box=problem.box)
+    write_density_mrc(rho, axes, path, length_unit=problem.length_unit)
 
 
 def _warn_unexplained(problem, info):
@@ -1286,6 +1374,82 @@ def import_tiff_command(stack, angles, pixel_size, ndim, sigma, bond_length, len
 
     _run_import(import_tiff, stack, angles, pixel_size, ndim, sigma, bond_length, length_unit,
                 output, quiet)
+
+
+@cli.command("import-emd")
+@click.argument("source", metavar="TILT.emd")
+@click.option("--pixel-size", type=POSITIVE, default=None,
+              help="Pixel width (default: the spacing of the EMD's image dimension vectors).")
+@click.option("--tilt-axis", type=click.Choice(["auto", "rows", "cols"]), default="auto",
+              show_default=True,
+              help="Which image axis of the stored (angles, a, b) runs along the tilt axis: a "
+                   "(rows), b (cols), or auto: the axis whose profile stays the same at every "
+                   "angle (tomviz's b = x when the data cannot tell).")
+@click.option("--sigma", type=POSITIVE, default=None, help="Atom width (atom_sigma).")
+@click.option("--bond-length", type=POSITIVE, default=None,
+              help="Nearest-neighbour distance of the material.")
+@click.option("--length-unit", default=None, help="Unit of --pixel-size, e.g. angstrom.")
+@_output_option("The tilt series to write (HDF5).")
+@_quiet_option
+@_debug_option
+def import_emd_command(source, pixel_size, tilt_axis, sigma, bond_length, length_unit, output,
+                       quiet):
+    """Convert a tilt series in EMD (the HDF5 layout of tomviz and ncempy: /data/tomography/data
+    with an angle dimension vector in degrees) into a tilt-series file. reconstruct and info
+    also read EMD files directly."""
+    from .formats import read_emd
+
+    out = _check_output(output)
+    if not Path(source).is_file():
+        raise InputError(f"file not found: {source}")
+    ts = read_emd(source, pixel_size=pixel_size, tilt_axis=tilt_axis, atom_sigma=sigma,
+                  bond_length=bond_length, length_unit=length_unit)
+    _write_tiltseries(ts, out)
+    geo = ts.geometry
+    _say(quiet, f"wrote {out}: {geo.ndim}D, {geo.n_angles} angles from "
+                f"{np.degrees(ts.angles.min()):.1f} to {np.degrees(ts.angles.max()):.1f} deg, "
+                f"detector {'x'.join(map(str, geo.detector_shape))}, pixel size "
+                f"{geo.pixel_size:.4g} {ts.length_unit}".rstrip())
+
+
+# ---------------------------------------------------------------------------------------------
+# density
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("recon", metavar="RECON.xyz")
+@click.option("--sigma", type=POSITIVE, default=None,
+              help="Atom width (default: the --tilt-series' atom_sigma).")
+@click.option("--tilt-series", "tilt", default=None,
+              help="The tilt series reconstructed: its atom_sigma, box and length unit.")
+@click.option("--voxel-size", type=POSITIVE, default=None,
+              help="Voxel edge (default sigma / 2: the Gaussians resolved).")
+@_output_option("The density (.mrc).")
+@_quiet_option
+@_debug_option
+def density(recon, sigma, tilt, voxel_size, output, quiet):
+    """Write the Gaussian density of a reconstruction (sum_i w_i N(x_i, sigma^2 I)) on a voxel
+    grid as MRC, for tomviz, ChimeraX, napari or IMOD."""
+    from .configuration import read_xyz
+    from .formats import gaussian_density, write_density_mrc
+
+    out = _check_output(output)
+    box, unit, weights = None, "", None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        box, unit, weights = ts.domain, ts.length_unit, ts.species_weights
+        if sigma is None and ts.atom_sigma is not None and not isinstance(ts.atom_sigma, str):
+            sigma = float(ts.atom_sigma)
+    config = read_xyz(recon, ndim=None if tilt is None else ts.ndim)
+    if weights and not config.species_weights:
+        config.species_weights = dict(weights)
+    unit = unit or str(config.info.get("length_unit", "") or "")
+    if sigma is None:
+        raise InputError("give --sigma (or --tilt-series with atom_sigma)")
+    rho, axes = gaussian_density(config, sigma, box=box, voxel_size=voxel_size)
+    write_density_mrc(rho, axes, out, length_unit=unit)
+    _say(quiet, f"wrote {out}: {'x'.join(str(len(a)) for a in axes)} voxels of "
+                f"{axes[0][1] - axes[0][0] if len(axes[0]) > 1 else 0:.4g} {unit}".rstrip()
+                + f", {config.n_atoms} atoms, sigma {sigma:.4g}")
 
 
 def main(argv=None):
