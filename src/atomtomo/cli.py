@@ -1413,6 +1413,113 @@ def import_emd_command(source, pixel_size, tilt_axis, sigma, bond_length, length
 
 
 # ---------------------------------------------------------------------------------------------
+# info
+# ---------------------------------------------------------------------------------------------
+def tiltseries_summary(ts, path) -> dict:
+    """What ``atomtomo info`` says about a tilt series, as plain JSON values."""
+    geo = ts.geometry
+    angles = np.degrees(np.asarray(ts.angles, float))
+    out = {"file": str(path), "kind": "tilt series",
+           "format": "emd" if ts.attrs.get("source_format") == "emd" else "atomtomo",
+           "ndim": geo.ndim, "n_angles": geo.n_angles,
+           "angles_deg": [round(float(a), 4) for a in angles],
+           "single_axis": geo.angles is not None,
+           "detector": "x".join(map(str, geo.detector_shape)),
+           "pixel_size": float(geo.pixel_size), "length_unit": ts.length_unit or "",
+           "field_of_view": [float(n * geo.pixel_size) for n in geo.detector_shape]}
+    for key in ("atom_sigma", "intensity_scale", "background"):
+        value = getattr(ts, key, None)
+        if value is None:
+            value = ts.attrs.get(key)
+        out[key] = value if value is None or isinstance(value, str) else float(value)
+    out["species_weights"] = ts.species_weights
+    out["box"] = None if ts.box is None else np.asarray(ts.box, float).tolist()
+    out["domain"] = np.asarray(ts.domain, float).tolist()
+    out["bond_length"] = ts.bond_length
+    out["noise_model"], out["noise_std"] = ts.noise_model, ts.noise_std
+    proj = np.asarray(ts.projections, float)
+    out["data_range"] = [float(proj.min()), float(proj.max())]
+    gt = ts.ground_truth
+    out["ground_truth_atoms"] = None if gt is None else gt.n_atoms
+    if gt is not None:
+        out["ground_truth_species"] = _species_counts(gt)
+    return jsonable(out)
+
+
+def _species_counts(config) -> dict:
+    names, counts = np.unique(np.asarray(config.species, dtype=str), return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts)}
+
+
+def _rounded(value, digits=6):
+    """``value`` with every float to ``digits`` significant digits (for tables)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    return value
+
+
+def atoms_summary(config, path) -> dict:
+    """What ``atomtomo info`` says about an atom file, as plain JSON values."""
+    from scipy.spatial import cKDTree
+
+    pos = config.positions
+    out = {"file": str(path), "kind": "atoms", "ndim": config.ndim, "n_atoms": config.n_atoms,
+           "species": _species_counts(config), "species_weights": config.species_weights or None}
+    if config.n_atoms:
+        lo, hi = pos.min(axis=0), pos.max(axis=0)
+        out["extent"] = np.column_stack([lo, hi]).tolist()
+        out["size"] = (hi - lo).tolist()
+    if config.n_atoms >= 2:
+        d, _ = cKDTree(pos).query(pos, k=2)
+        nn = d[:, 1]
+        out["nearest_neighbour"] = {"min": float(nn.min()), "median": float(np.median(nn)),
+                                    "max": float(nn.max())}
+    out["columns"] = sorted(config.arrays)
+    out["comment"] = {k: v for k, v in config.info.items()}
+    return jsonable(out)
+
+
+@cli.command()
+@click.argument("path", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@_debug_option
+def info(path, as_json):
+    """Summarise a tilt series (atomtomo .h5 or EMD: geometry, angles, detector, sigma, weights,
+    box, noise, ground truth) or an atom file (atoms per species, extent, nearest-neighbour
+    distances, the comment line's record)."""
+    if not Path(path).exists():
+        raise InputError(f"file not found: {path}")
+    if is_hdf5(path):
+        summary = tiltseries_summary(_read_tiltseries(path), path)
+    else:
+        from .configuration import read_xyz
+
+        summary = atoms_summary(read_xyz(path), path)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    from rich.table import Table
+
+    table = Table("field", "value", title=f"{path}: {summary['kind']}")
+    for key, value in summary.items():
+        if key in ("file", "kind") or value is None:
+            continue
+        if isinstance(value, dict) and key == "comment":
+            for k, v in value.items():
+                table.add_row(f"  {k}", _fmt(v))
+            continue
+        if isinstance(value, (list, dict)):
+            value = json.dumps(_rounded(value))
+            value = value if len(value) <= 200 else value[:197] + "..."
+        table.add_row(key, _fmt(value))
+    _stdout_console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------
 # density
 # ---------------------------------------------------------------------------------------------
 @cli.command()
