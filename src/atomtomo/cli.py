@@ -1011,9 +1011,9 @@ def load_truth(path, ndim=None):
     if not Path(path).exists():
         raise InputError(f"truth file not found: {path}")
     if is_hdf5(path):
-        from .tiltseries import read_tiltseries
+        from .formats import read_tiltseries_any
 
-        ts = read_tiltseries(path)
+        ts = read_tiltseries_any(path)
         if ts.ground_truth is None:
             raise InputError(f"{path} is a tilt series without ground_truth")
         return ts.ground_truth, _positive_or_none(ts.bond_length), "the tilt series' bond_length"
@@ -1052,17 +1052,35 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
     return metrics
 
 
+def _structure_comparison(recon, truth, bond_length) -> dict:
+    """Structure summaries of the reconstruction and the truth (for evaluate --structure)."""
+    from .configuration import read_xyz
+    from .structure import analyse as run_analysis
+
+    truth_cfg, _, _ = load_truth(truth)
+    found = read_xyz(recon, ndim=truth_cfg.ndim)
+    drop = ("vacancy_sites", "hcp_layers")
+    return {name: {k: v for k, v in jsonable(run_analysis(cfg, bond_length).summary).items()
+                   if k not in drop}
+            for name, cfg in (("found", found), ("truth", truth_cfg))}
+
+
 @cli.command()
 @click.argument("recon", metavar="RECON.xyz")
 @click.option("--truth", required=True, help="Atom file, or tilt-series .h5 with ground_truth.")
 @click.option("--tolerance", type=POSITIVE, default=None,
               help="Match distance (default: 0.1 x bond length).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--structure", is_flag=True,
+              help="Also compare the structure analysis (atomtomo analyse) of the result with "
+                   "the truth's: structure counts, surface, vacancies, twins (key 'structure').")
 @_debug_option
-def evaluate(recon, truth, tolerance, as_json):
+def evaluate(recon, truth, tolerance, as_json, structure):
     """Match the atoms of RECON.xyz one to one with the truth and report precision, recall, F1
     and distances."""
     metrics = evaluate_files(recon, truth, tolerance)
+    if structure:
+        metrics["structure"] = _structure_comparison(recon, truth, metrics.get("bond_length"))
     if as_json:
         click.echo(json.dumps(metrics))
         return
@@ -1070,10 +1088,16 @@ def evaluate(recon, truth, tolerance, as_json):
 
     table = Table("metric", "value", title=f"{recon} vs {truth}")
     for key, value in metrics.items():
-        if key not in ("tolerance_source",):
+        if key not in ("tolerance_source", "structure"):
             table.add_row(key, _fmt(value))
     console = _stdout_console()
     console.print(table)
+    if structure:
+        s = metrics["structure"]
+        table = Table("", "found", "truth", title=f"structure ({s['found'].get('analysed')})")
+        for key, value in _structure_summary_lines(s["found"]):
+            table.add_row(key, _fmt(value), _fmt(s["truth"].get(key)))
+        console.print(table)
     console.print(f"tolerance used: {metrics['tolerance']:.6g} ({metrics['tolerance_source']})")
 
 
@@ -1517,6 +1541,60 @@ def info(path, as_json):
             value = value if len(value) <= 200 else value[:197] + "..."
         table.add_row(key, _fmt(value))
     _stdout_console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# analyse
+# ---------------------------------------------------------------------------------------------
+def _structure_summary_lines(summary) -> list:
+    keys = ("fcc", "hcp", "bcc", "ico", "other", "surface_atoms", "mean_coordination",
+            "vacancies", "interstitials", "twin_planes", "stacking_faults", "dislocations")
+    return [(k, summary[k]) for k in keys if k in summary]
+
+
+@cli.command()
+@click.argument("recon", metavar="ATOMS.xyz")
+@click.option("--bond-length", type=POSITIVE, default=None,
+              help="Nearest-neighbour distance (default: the --tilt-series' or the file's "
+                   "bond_length, else the median nearest-neighbour distance).")
+@click.option("--tilt-series", "tilt", default=None, help="The tilt series (its bond_length).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the atoms with per-atom columns structure, coordination, surface and "
+                   "interstitial (extended XYZ).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_quiet_option
+@_debug_option
+def analyse(recon, bond_length, tilt, output, as_json, quiet):
+    """What the atoms are: structure type per atom (fcc, hcp, bcc, ico, other; OVITO's polyhedral
+    template matching), coordination, surface atoms, vacancies and interstitials against the
+    fitted lattice, twin planes and stacking faults, dislocations. 2D files: coordination and
+    edge atoms only."""
+    from .configuration import read_xyz, write_xyz
+    from .structure import analyse as run_analysis
+
+    out = None if output is None else _check_output(output)
+    ndim = None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        ndim = ts.ndim
+        bond_length = bond_length or _positive_or_none(ts.bond_length)
+    config = read_xyz(recon, ndim=ndim)
+    bond_length = bond_length or _positive_or_none(config.info.get("bond_length"))
+    result = run_analysis(config, bond_length)
+    if out is not None:
+        write_xyz(result.annotate(config), out)
+    if as_json:
+        click.echo(json.dumps(jsonable(result.summary)))
+    elif not quiet:
+        from rich.table import Table
+
+        table = Table("", "atoms", title=f"{recon}: {result.summary.get('analysed')}")
+        for key, value in _structure_summary_lines(result.summary):
+            table.add_row(key, _fmt(value))
+        _stdout_console().print(table)
+    if out is not None:
+        _say(quiet or as_json, f"wrote {out}: {config.n_atoms} atoms with columns "
+                               f"{', '.join(result.columns)}")
 
 
 # ---------------------------------------------------------------------------------------------
