@@ -1111,10 +1111,15 @@ def evaluate(recon, truth, tolerance, as_json, structure):
               help="The tilt series reconstructed (for its box, ground truth and bond length).")
 @click.option("--tolerance", type=POSITIVE, default=None, help="Match distance for colouring.")
 @click.option("--title", default=None, help="Figure title.")
+@click.option("--view", type=click.Choice(["auto", "ortho", "planes", "xy", "xz", "yz", "3d"]),
+              default="auto", show_default=True,
+              help="3D atoms: ortho = x-y, x-z and y-z views coloured by depth (or by distance to "
+                   "the truth), planes = one panel per atomic plane across the tilt axis y, "
+                   "xy/xz/yz = one projection, 3d = a 3D scatter; auto = ortho (2D atoms: xy).")
 @_output_option("The figure (.png, .pdf, .svg).")
 @_quiet_option
 @_debug_option
-def plot(source, truth, tilt, tolerance, title, output, quiet):
+def plot(source, truth, tilt, tolerance, title, view, output, quiet):
     """Plot a reconstruction (with its truth), or the projections of a tilt series."""
     from .plotting import plot_projections, plot_reconstruction, save_figure  # Agg, no pyplot
 
@@ -1149,8 +1154,23 @@ def plot(source, truth, tilt, tolerance, title, output, quiet):
     if box is None and found.info.get("box") is not None:
         box = np.asarray(found.info["box"], float) if not isinstance(found.info["box"], str) else \
             np.asarray(json.loads(found.info["box"]), float)
-    save_figure(plot_reconstruction(found, truth=truth_cfg, box=box, tolerance=tolerance,
-                                    title=title or Path(source).name), out)  # atomic
+    if found.ndim == 2 and view not in ("auto", "xy"):
+        raise InputError(f"--view {view} needs 3D atoms; {source} is 2D")
+    if view == "auto":
+        view = "ortho" if found.ndim == 3 else "xy"
+    title = title or Path(source).name
+    if view == "ortho":
+        from .plotting import plot_orthogonal
+
+        fig = plot_orthogonal(found, truth=truth_cfg, box=box, tolerance=tolerance, title=title)
+    elif view == "planes":
+        from .plotting import plot_planes
+
+        fig = plot_planes(found, truth=truth_cfg, box=box, tolerance=tolerance, title=title)
+    else:
+        fig = plot_reconstruction(found, truth=truth_cfg, box=box, tolerance=tolerance,
+                                  title=title, view=view)
+    save_figure(fig, out)  # atomic
     _say(quiet, f"wrote {out}: {found.n_atoms} atoms" +
          ("" if truth_cfg is None else f" against {truth_cfg.n_atoms} true atoms"))
 
