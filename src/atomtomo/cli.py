@@ -1618,6 +1618,51 @@ def analyse(recon, bond_length, tilt, output, as_json, quiet):
 
 
 # ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("recon", metavar="RECON.xyz")
+@click.option("--truth", default=None, help="Atom file or tilt series with ground truth.")
+@click.option("--tilt-series", "tilt", default=None,
+              help="The tilt series reconstructed: measured vs re-projected images, its ground "
+                   "truth, bond length and species weights.")
+@click.option("--history", default=None, help="The run's --history JSONL (convergence).")
+@click.option("--tolerance", type=POSITIVE, default=None,
+              help="Match distance (default: 0.1 x bond length).")
+@click.option("--title", default=None, help="Page title (default: the file name).")
+@click.option("--no-structure", is_flag=True, help="Skip the structure analysis.")
+@_output_option("The report (.html): one self-contained file, viewable without network.")
+@_quiet_option
+@_debug_option
+def report(recon, truth, tilt, history, tolerance, title, no_structure, output, quiet):
+    """One self-contained HTML page about a reconstruction: an interactive 3D view coloured by
+    species, distance to the truth, structure type or confidence; per-plane panels; measured vs
+    re-projected projections; the run's convergence; the structure summary."""
+    from .configuration import read_xyz
+    from .report import read_history, write_report
+
+    out = _check_output(output)
+    ts = truth_cfg = bond = None
+    ndim = None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        ndim, truth_cfg, bond = ts.ndim, ts.ground_truth, _positive_or_none(ts.bond_length)
+    if truth is not None:
+        truth_cfg, tbond, _ = load_truth(truth, ndim=ndim)
+        bond = bond or tbond
+        ndim = truth_cfg.ndim
+    found = read_xyz(recon, ndim=ndim)
+    if ts is not None and ts.species_weights and not found.species_weights:
+        found.species_weights = dict(ts.species_weights)
+    records = read_history(history) if history is not None else None
+    write_report(out, found, truth=truth_cfg, tiltseries=ts, history=records,
+                 tolerance=tolerance, bond_length=bond, title=title or Path(recon).name,
+                 structure=not no_structure)
+    _say(quiet, f"wrote {out}: report on {found.n_atoms} atoms"
+                + ("" if truth_cfg is None else f" against {truth_cfg.n_atoms} true atoms"))
+
+
+# ---------------------------------------------------------------------------------------------
 # density
 # ---------------------------------------------------------------------------------------------
 @cli.command()
