@@ -1663,6 +1663,65 @@ def report(recon, truth, tilt, history, tolerance, title, no_structure, output, 
 
 
 # ---------------------------------------------------------------------------------------------
+# confidence
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN.xyz RUN.xyz [...]")
+@click.option("--reference", type=click.IntRange(min=1), default=None,
+              help="Which run to annotate (1 = the first file; default: the lowest objective).")
+@click.option("--tolerance", type=POSITIVE, default=None,
+              help="Match distance (default: 0.1 x bond length).")
+@click.option("--tilt-series", "tilt", default=None, help="The tilt series (its bond_length).")
+@click.option("--truth", default=None,
+              help="Also score 'uncertain' (confidence < 1) against 'wrong' (unmatched to this "
+                   "truth): precision and recall.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_output_option("The reference run with a per-atom confidence column (extended XYZ).")
+@_quiet_option
+@_debug_option
+def confidence(runs, reference, tolerance, tilt, truth, as_json, output, quiet):
+    """Per-atom confidence: in how many of the other runs (independent seeds, half sets) each
+    atom of the reference run is found within the tolerance. Writes the reference run with a
+    'confidence' column and prints the fraction of certain atoms (found in every run)."""
+    from .configuration import read_xyz, write_xyz
+    from .confidence import atom_confidence, uncertainty_scores
+
+    out = _check_output(output)
+    if len(runs) < 2:
+        raise InputError("give at least two reconstructions of the same data")
+    ndim = bond = None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        ndim, bond = ts.ndim, _positive_or_none(ts.bond_length)
+    configs = [read_xyz(path, ndim=ndim) for path in runs]
+    if reference is not None and reference > len(runs):
+        raise InputError(f"--reference {reference}: there are only {len(runs)} runs")
+    annotated = atom_confidence(configs, tolerance=tolerance,
+                                reference=None if reference is None else reference - 1,
+                                bond_length=bond)
+    summary = {k: annotated.info[k] for k in ("confidence_runs", "certain_fraction",
+                                              "confidence_tolerance")}
+    summary["reference"] = runs[annotated.info["confidence_reference"]]
+    summary["missed_sites"] = len(annotated.info["missed_sites"])
+    if truth is not None:
+        truth_cfg, tbond, _ = load_truth(truth, ndim=annotated.ndim)
+        summary["uncertain_vs_wrong"] = uncertainty_scores(
+            annotated, truth_cfg, annotated.info["confidence_tolerance"])
+    write_xyz(annotated, out)
+    if as_json:
+        click.echo(json.dumps(jsonable(summary)))
+    else:
+        _say(quiet, f"wrote {out}: {annotated.n_atoms} atoms of {summary['reference']}, "
+                    f"{summary['certain_fraction']:.1%} certain (found in all {len(runs)} runs); "
+                    f"{summary['missed_sites']} site(s) most other runs fill but this one lacks")
+        if truth is not None:
+            u = summary["uncertain_vs_wrong"]
+            _say(quiet, f"against the truth: {u['uncertain']} uncertain, {u['wrong']} wrong, "
+                        f"{u['uncertain_and_wrong']} both (precision {_fmt(u['precision'])}, "
+                        f"recall {_fmt(u['recall'])})")
+
+
+# ---------------------------------------------------------------------------------------------
 # density
 # ---------------------------------------------------------------------------------------------
 @cli.command()
