@@ -250,7 +250,9 @@ def _flatten_info(info: dict) -> dict:
         elif isinstance(v, str):
             out[k] = _clean_text(v)
         elif v is not None:
-            out[k] = _clean_text(json.dumps(v, default=float))
+            from ._io import jsonable
+
+            out[k] = _clean_text(json.dumps(jsonable(v)))
     return out
 
 
