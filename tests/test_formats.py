@@ -192,3 +192,32 @@ def test_project_species_weights(tmp_path):
     for bad in ("Pt=0", "Pt=x", "Au=1", "{bad"):
         r = runner.invoke(cli, base + ["--species-weights", bad])
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, (bad, r.output)
+
+
+def test_phantom_truth_file_can_be_projected(tmp_path):
+    """The box of a phantom's atom file (a JSON list on the comment line) is read back as one."""
+    runner = CliRunner()
+    truth = tmp_path / "t.xyz"
+    r = runner.invoke(cli, ["simulate", "--phantom", "fcc-particle", "--param", "size=2",
+                            "--angles", "0", "--detector", "16x16", "--write-truth", str(truth),
+                            "-o", str(tmp_path / "t.h5")])
+    assert r.exit_code == 0, r.output
+    assert np.asarray(read_xyz(truth).info["box"]).shape == (3, 2)
+    r = runner.invoke(cli, ["project", str(truth), "--angles", "0,45", "--detector", "8x8",
+                            "--pixel-size", "1", "--sigma", "0.5", "-o", str(tmp_path / "p.emd")])
+    assert r.exit_code == 0, r.output
+
+
+def test_info_on_atoms_and_bad_files(tmp_path):
+    runner = CliRunner()
+    atoms = tmp_path / "a.xyz"
+    write_xyz(Configuration(np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), ["Pt", "Pd"]), atoms,
+              method="adcg")
+    r = runner.invoke(cli, ["info", str(atoms), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["species"] == {"Pd": 1, "Pt": 1} and s["nearest_neighbour"]["median"] == 2.0
+    bad = tmp_path / "bad.emd"
+    bad.write_text("garbage")
+    r = runner.invoke(cli, ["import-emd", str(bad), "-o", str(tmp_path / "x.h5")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1

@@ -181,6 +181,12 @@ class Configuration:
             species = atoms.get_chemical_symbols()
         arrays = {k: np.asarray(v) for k, v in atoms.arrays.items()
                   if k not in ("numbers", "positions", "species")}
+        for key, value in list(info.items()):  # lists and dicts were written as JSON
+            if isinstance(value, str) and value[:1] in ("[", "{"):
+                try:
+                    info[key] = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
         for key in list(info):  # written with a prefix so that ASE leaves them alone
             if key.startswith(_PREFIX) and key[len(_PREFIX):] in _ase_result_keys():
                 info.setdefault(key[len(_PREFIX):], info.pop(key))
