@@ -221,3 +221,18 @@ def test_info_on_atoms_and_bad_files(tmp_path):
     bad.write_text("garbage")
     r = runner.invoke(cli, ["import-emd", str(bad), "-o", str(tmp_path / "x.h5")])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+
+
+def test_ovito_reads_the_atom_file(tmp_path):
+    pytest.importorskip("ovito")
+    from ovito.io import import_file
+
+    path = tmp_path / "r.xyz"
+    config = Configuration(np.array([[0.0, 0.0], [1.0, 0.0]]),  # 2D: the dummy species X
+                           arrays={"confidence": np.array([1.0, 0.5])})
+    write_xyz(config, path, energy=1.0, source='a "b"\nc.h5')
+    data = import_file(str(path)).compute()
+    assert data.particles.count == 2
+    assert [t.name for t in data.particles.particle_types.types] == ["X"]
+    np.testing.assert_allclose(data.particles["confidence"], [1.0, 0.5])
+    assert data.attributes["prior_energy"] == 1.0
