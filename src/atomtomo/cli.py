@@ -871,11 +871,15 @@ class _Progress:
 @click.option("--density", "density_out", type=click.Path(dir_okay=False), default=None,
               help="Also write a density as MRC: the grid image of sirt/fista, else the Gaussian "
                    "density of the atoms on voxels of sigma / 2 over the box.")
+@click.option("--analyse", "analyse_atoms", is_flag=True,
+              help="Add per-atom columns structure, coordination, surface and interstitial to "
+                   "the output (atomtomo analyse).")
 @_output_option("The reconstructed atoms (extended XYZ).")
 @_quiet_option
 @_debug_option
 def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, max_iterations,
-                checkpoint, resume, history, animate, model, options, density_out, output, quiet):
+                checkpoint, resume, history, animate, model, options, density_out, analyse_atoms,
+                output, quiet):
     """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
 
     Progress (iteration, atoms, objective) goes to stderr; the comment line of the output holds
@@ -952,7 +956,17 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
             _animate(tracker, recon, problem, animate)
         if density_out is not None:
             _write_run_density(recon, problem, density_out)
-        write_xyz(recon.configuration, out, **{k: v for k, v in info.items() if v is not None})
+        atoms = recon.configuration
+        if analyse_atoms:
+            from .structure import analyse as run_analysis
+
+            analysis = run_analysis(atoms, problem.bond_length)
+            atoms = analysis.annotate(atoms)
+            info["structure"] = {k: v for k, v in jsonable(analysis.summary).items()
+                                 if k in ("fcc", "hcp", "bcc", "ico", "other", "surface_atoms",
+                                          "vacancies", "interstitials", "twin_planes",
+                                          "stacking_faults")}
+        write_xyz(atoms, out, **{k: v for k, v in info.items() if v is not None})
     if not quiet:
         _say(quiet, f"wrote {out}: {recon.configuration.n_atoms} atoms; " + ", ".join(
             f"{k} {_fmt(info.get(k))}" for k in ("objective", "data_discrepancy", "energy",

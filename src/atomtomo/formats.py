@@ -271,9 +271,12 @@ def write_emd(ts, path) -> None:
                 v = g.create_dataset(f"dim{k}", data=np.asarray(values, dtype=np.float64))
                 v.attrs["name"] = np.bytes_(name)
                 v.attrs["units"] = np.bytes_(unit)
-            for key in ("atom_sigma", "bond_length", "noise_std"):
+            for key in ("atom_sigma", "bond_length", "noise_std", "intensity_scale",
+                        "background"):
                 value = getattr(ts, key, None)
-                if value is not None and not isinstance(value, str):
+                if isinstance(value, str):  # e.g. atom_sigma="auto" (spec section 3)
+                    g.attrs[f"atomtomo_{key}"] = value
+                elif value is not None:
                     g.attrs[f"atomtomo_{key}"] = float(value)
             if ts.species_weights:
                 import json
@@ -302,7 +305,7 @@ def emd_extras(path) -> dict:
                 name = key[len("atomtomo_"):]
                 if name == "species_weights":
                     value = json.loads(_attr_text(value))
-                elif name == "length_unit":
+                elif isinstance(value, (str, bytes)) or np.asarray(value).dtype.kind in "OSU":
                     value = _attr_text(value)
                 elif np.ndim(value) == 0:
                     value = float(value)
@@ -326,7 +329,12 @@ def read_tiltseries_any(path, **kwargs):
     for key in ("atom_sigma", "bond_length", "species_weights"):
         if kwargs.get(key) is None and key in extras:
             kwargs[key] = extras[key]
+    if isinstance(kwargs.get("atom_sigma"), str):  # "auto": left to the reader of the series
+        extras["atom_sigma"] = kwargs.pop("atom_sigma")
     ts = read_emd(path, **kwargs)
+    for key in ("atom_sigma", "intensity_scale", "background"):
+        if isinstance(extras.get(key), str) and hasattr(ts, key):
+            setattr(ts, key, extras[key])
     if ts.box is None and "box" in extras and len(extras["box"]) == ts.ndim:
         ts.box = np.asarray(extras["box"], float)
     if "noise_std" in extras:
