@@ -30,12 +30,26 @@ from atomtomo.confidence import atom_confidence, uncertainty_scores  # noqa: E40
 from atomtomo.metrics import TOLERANCE_BONDS, match_atoms  # noqa: E402
 
 
-def run(h5: Path, seed: int, time_limit: float) -> Path:
+def run(h5: Path, seed: int, time_limit: float, timeout: float) -> Path | None:
+    """One reconstruction in its own process group (killed whole on timeout); None if it
+    failed or ran out of time."""
+    import os
+    import signal
+
     out = h5.with_name(f"{h5.stem}_seed{seed}.xyz")
+    if out.exists():  # resume
+        return out
     cmd = [sys.executable, "-m", "atomtomo", "reconstruct", str(h5), "--alpha", "auto", "-q",
            "--seed", str(seed), "--option", f"time_limit={time_limit}", "-o", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=10 * time_limit + 120)
-    return out
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+    return out if proc.returncode == 0 and out.exists() else None
 
 
 def main(argv=None):
@@ -46,6 +60,8 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--time-limit", type=float, default=30.0)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--first", type=int, default=0, help="index of the first case")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="confidence-"))
@@ -53,15 +69,19 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     cases = []
     for set_name, n_angles in zip(args.sets.split(","), map(int, args.angles.split(","))):
-        for k in range(args.cases):
+        for k in range(args.first, args.first + args.cases):
             h5 = out / f"{set_name}{n_angles}_{k}.h5"
             cases.append((make_case(set_name, n_angles, 100 + k, h5), h5))
     jobs = [(h5, s) for _, h5 in cases for s in seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        files = list(pool.map(lambda j: run(j[0], j[1], args.time_limit), jobs))
+        files = list(pool.map(lambda j: run(j[0], j[1], args.time_limit, args.timeout), jobs))
     pooled = {"uncertain": 0, "wrong": 0, "uncertain_and_wrong": 0, "n_atoms": 0}
     for c, (case, h5) in enumerate(cases):
-        runs = [read_xyz(f, ndim=2) for f in files[c * len(seeds):(c + 1) * len(seeds)]]
+        runs = [read_xyz(f, ndim=2) for f in files[c * len(seeds):(c + 1) * len(seeds)]
+                if f is not None]
+        if len(runs) < 2:
+            print(json.dumps({"case": h5.stem, "skipped": f"{len(runs)} run(s) finished"}))
+            continue
         tol = TOLERANCE_BONDS * case["bond"]
         annotated = atom_confidence(runs, tolerance=tol)
         scores = uncertainty_scores(annotated, case["truth"], tol)
