@@ -1,7 +1,8 @@
 """The ``atomtomo`` command line (spec section 5), built on click and rich.
 
 Commands: ``project``, ``simulate``, ``reconstruct``, ``evaluate``, ``plot``, ``demo``,
-``train-locator``, ``reproduce``, ``import-mrc``, ``import-tiff``. See ``docs/cli.md``.
+``train-locator``, ``reproduce``, ``import-mrc``, ``import-tiff``, ``import-aet``, ``import-emd``,
+``info``, ``analyse``, ``confidence``, ``report``, ``density``. See ``docs/cli.md``.
 
 Exit status: 0 on success; 2 for bad input or usage, with ONE line on stderr,
 ``atomtomo <command>: error: <what is wrong>``, and no traceback; 1 for an internal error (one
