@@ -60,3 +60,15 @@ def test_cli_analyse_writes_columns(tmp_path):
     assert r.exit_code == 0, r.output
     back = read_xyz(out)
     assert list(back.arrays["coordination"])[4] == 4
+
+
+@needs_ovito
+def test_decahedron_has_five_twin_planes():
+    """A multiply twinned particle the phantoms do not build (ASE's Marks decahedron)."""
+    from ase.cluster import Decahedron
+
+    atoms = Decahedron("Pt", 5, 2, 0)
+    cfg = Configuration(atoms.get_positions(), atoms.get_chemical_symbols())
+    s = analyse(cfg).summary
+    assert s["twin_planes"] == 5 and s["stacking_faults"] == 0
+    assert [layer["layers"] for layer in s["hcp_layers"]] == [1] * 5

@@ -191,7 +191,7 @@ def _analyse_3d(pos, bond, coordination) -> StructureAnalysis:
     surface = np.asarray(out.particles["Selection"], int) > 0
 
     vac_sites, interstitial = _point_defects(pos, bond, names, quat)
-    faults = _faults(pos, bond, names)
+    faults = _faults(pos, bond, names, quat)
     summary = {"n_atoms": len(pos), "analysed": "3D: PTM structure types, coordination, "
                "surface (alpha shape), point defects against the fitted lattice, twins (OVITO)",
                "bond_length": bond}
@@ -281,19 +281,27 @@ def _point_defects(pos, bond, names, quat):
 
 
 # -- planar faults ---------------------------------------------------------------------------
-def _faults(pos, bond, names):
+def _faults(pos, bond, names, quat):
     """Twin planes (one hcp layer) and intrinsic stacking faults (two) in an fcc crystal."""
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
     out = {"twin_planes": 0, "stacking_faults": 0, "hcp_layers": []}
     hcp = np.flatnonzero(names == "hcp")
-    if len(hcp) < 3 or np.sum(names == "fcc") < len(hcp):
-        return out
-    tree = cKDTree(pos[hcp])
-    pairs = tree.query_pairs(COORDINATION_CUTOFF * bond, output_type="ndarray")
+    if len(hcp) < 3 or np.sum(names == "hcp") > np.sum(names == "fcc") + np.sum(names == "other"):
+        return out  # an hcp crystal, not faults in an fcc one
     from scipy.sparse import coo_matrix
 
+    p = pos[hcp]
+    tree = cKDTree(p)
+    # Each hcp atom's fault plane: normal to its stacking direction, the c axis of PTM's hcp
+    # template (its z axis) turned by the atom's orientation. Planes that meet (the five twins
+    # of a decahedron, the twenty of an icosahedron) are told apart by it.
+    normals = np.array([_rotation(quat[i]) @ np.array([0.0, 0.0, 1.0]) for i in hcp])
+    pairs = tree.query_pairs(COORDINATION_CUTOFF * bond, output_type="ndarray")
+    if len(pairs):
+        parallel = np.abs(np.sum(normals[pairs[:, 0]] * normals[pairs[:, 1]], axis=1)) > 0.9
+        pairs = pairs[parallel]
     adj = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(hcp),) * 2)
     n_comp, labels = connected_components(adj, directed=False)
     spacing = bond * math.sqrt(2 / 3)  # (111) layer spacing in fcc
@@ -302,7 +310,9 @@ def _faults(pos, bond, names):
         if len(members) < 3:
             continue
         centred = members - members.mean(axis=0)
-        normal = np.linalg.svd(centred, full_matrices=False)[2][-1]
+        n_c = normals[labels == c]  # +-n: the principal axis of sum n n^T
+        normal = np.linalg.eigh(n_c.T @ n_c)[1][:, -1]
+        normal *= np.sign(normal[np.argmax(np.abs(normal))])
         heights = centred @ normal
         layers = int(round(float(np.ptp(heights)) / spacing)) + 1
         out["hcp_layers"].append({"atoms": int(len(members)), "layers": layers,
