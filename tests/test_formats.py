@@ -236,3 +236,24 @@ def test_ovito_reads_the_atom_file(tmp_path):
     assert [t.name for t in data.particles.particle_types.types] == ["X"]
     np.testing.assert_allclose(data.particles["confidence"], [1.0, 0.5])
     assert data.attributes["prior_energy"] == 1.0
+
+
+def test_mrc_stack_with_mdoc_is_read_directly(tmp_path):
+    import mrcfile
+
+    ts = _particle_ts()
+    stack = tmp_path / "tilt.mrc"
+    with mrcfile.new(stack) as m:
+        m.set_data(np.asarray(ts.projections, np.float32))
+        m.voxel_size = 0.4
+    runner = CliRunner()
+    r = runner.invoke(cli, ["info", str(stack)])
+    assert r.exit_code == 2 and "no angle file beside the stack" in r.output
+    sections = "".join(f"[ZValue = {k}]\nTiltAngle = {a}\n\n"
+                       for k, a in enumerate(np.degrees(ts.geometry.angles)))
+    (tmp_path / "tilt.mrc.mdoc").write_text("PixelSpacing = 0.4\n\n" + sections)
+    got = read_tiltseries_any(stack)
+    np.testing.assert_allclose(got.geometry.angles, ts.geometry.angles, atol=1e-9)
+    np.testing.assert_allclose(got.projections, ts.projections, rtol=1e-6, atol=1e-6)
+    r = runner.invoke(cli, ["info", str(stack), "--json"])
+    assert r.exit_code == 0 and "tilt.mrc.mdoc" in json.loads(r.output)["format"]

@@ -414,9 +414,10 @@ def _read_tiltseries(path):
         raise InputError(f"tilt-series file not found: {path}")
     if not path.is_file():
         raise InputError(f"{path} is not a file")
-    if not is_hdf5(path):
+    from .formats import MRC_STACK_SUFFIXES, read_tiltseries_any  # also EMD, MRC + .mdoc
+
+    if not is_hdf5(path) and path.suffix.lower() not in MRC_STACK_SUFFIXES:
         raise InputError(f"{path} is not an HDF5 tilt-series file")
-    from .formats import read_tiltseries_any  # atomtomo's own format, or an EMD tilt series
 
     ts = read_tiltseries_any(path)
     proj = np.asarray(ts.projections)
@@ -1479,7 +1480,9 @@ def tiltseries_summary(ts, path) -> dict:
     geo = ts.geometry
     angles = np.degrees(np.asarray(ts.angles, float))
     out = {"file": str(path), "kind": "tilt series",
-           "format": "emd" if ts.attrs.get("source_format") == "emd" else "atomtomo",
+           "format": ("emd" if ts.attrs.get("source_format") == "emd" else
+                      f"mrc stack, angles from {ts.attrs['angles_file']}"
+                      if "angles_file" in ts.attrs else "atomtomo"),
            "ndim": geo.ndim, "n_angles": geo.n_angles,
            "angles_deg": [round(float(a), 4) for a in angles],
            "single_axis": geo.angles is not None,
@@ -1550,9 +1553,11 @@ def info(path, as_json):
     """Summarise a tilt series (atomtomo .h5 or EMD: geometry, angles, detector, sigma, weights,
     box, noise, ground truth) or an atom file (atoms per species, extent, nearest-neighbour
     distances, the comment line's record)."""
+    from .formats import MRC_STACK_SUFFIXES
+
     if not Path(path).exists():
         raise InputError(f"file not found: {path}")
-    if is_hdf5(path):
+    if is_hdf5(path) or Path(path).suffix.lower() in MRC_STACK_SUFFIXES:
         summary = tiltseries_summary(_read_tiltseries(path), path)
     else:
         from .configuration import read_xyz

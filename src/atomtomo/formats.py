@@ -316,13 +316,19 @@ def emd_extras(path) -> dict:
 
 
 def read_tiltseries_any(path, **kwargs):
-    """An atomtomo tilt series (spec section 3) or an EMD tilt series, told apart by content.
+    """An atomtomo tilt series (spec section 3), an EMD tilt series (told apart by content), or
+    an MRC stack (``.mrc``, ``.st``, ``.ali``, ...) with its angle file beside it
+    (:func:`read_mrc_stack`).
 
     ``kwargs`` go to :func:`read_emd` (ignored for atomtomo files). For an EMD file written by
     :func:`write_emd` the atomtomo attributes it kept (atom_sigma, bond_length, ...) come back.
     """
     from .tiltseries import read_tiltseries
 
+    import h5py
+
+    if Path(path).suffix.lower() in MRC_STACK_SUFFIXES and not h5py.is_hdf5(path):
+        return read_mrc_stack(path)
     if not is_emd(path):
         return read_tiltseries(path)
     extras = emd_extras(path)
@@ -412,6 +418,44 @@ def _mdoc_angles(text, path) -> list[float]:
     if missing:
         raise InputError(f"{path}: section [ZValue = {missing[0]}] has no TiltAngle")
     return [sections[z] for z in sorted(sections)]
+
+
+#: Extensions of MRC tilt stacks (IMOD: .st raw stack, .ali aligned, .preali pre-aligned).
+MRC_STACK_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".preali")
+
+
+def find_angle_file(stack) -> Path | None:
+    """The angle file that SerialEM or IMOD keep beside a stack, if any.
+
+    Looked for, in order: ``STACK.mdoc`` (SerialEM: ``name.mrc.mdoc``), ``name.rawtlt``,
+    ``name.tlt`` (IMOD), ``name.mdoc``.
+    """
+    stack = Path(stack)
+    for candidate in (stack.with_name(stack.name + ".mdoc"), stack.with_suffix(".rawtlt"),
+                      stack.with_suffix(".tlt"), stack.with_suffix(".mdoc")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_mrc_stack(path, angles_file=None, **kwargs):
+    """An MRC tilt stack with its angles from the angle file beside it (:func:`find_angle_file`)
+    or ``angles_file``; the pixel size from the header unless given (``kwargs`` go to
+    :func:`atomtomo.tiltseries.import_mrc`). The angle file used is recorded as the
+    attribute ``angles_file``."""
+    from .tiltseries import import_mrc
+
+    path = Path(path)
+    angles_file = find_angle_file(path) if angles_file is None else Path(angles_file)
+    if angles_file is None:
+        raise InputError(f"{path}: no angle file beside the stack ({path.name}.mdoc, "
+                         f"{path.stem}.rawtlt or {path.stem}.tlt); give the angles with "
+                         f"'atomtomo import-mrc {path.name} --angles FILE'")
+    angles = np.radians(read_angle_file(angles_file))
+    pixel = kwargs.pop("pixel_size", None)
+    ts = import_mrc(path, angles, pixel, **kwargs)
+    ts.attrs["angles_file"] = angles_file.name
+    return ts
 
 
 # ---------------------------------------------------------------------------------------------
