@@ -257,3 +257,25 @@ def test_mrc_stack_with_mdoc_is_read_directly(tmp_path):
     np.testing.assert_allclose(got.projections, ts.projections, rtol=1e-6, atol=1e-6)
     r = runner.invoke(cli, ["info", str(stack), "--json"])
     assert r.exit_code == 0 and "tilt.mrc.mdoc" in json.loads(r.output)["format"]
+
+
+def test_reconstruct_density_and_analyse(tmp_path):
+    import mrcfile
+
+    ts = _particle_ts()
+    h5 = tmp_path / "p.h5"
+    from atomtomo.tiltseries import write_tiltseries
+
+    write_tiltseries(ts, h5)
+    runner = CliRunner()
+    out, dens = tmp_path / "r.xyz", tmp_path / "d.mrc"
+    r = runner.invoke(cli, ["reconstruct", str(h5), "--method", "sirt", "--max-iterations", "5",
+                            "--density", str(dens), "--analyse", "-q", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    with mrcfile.open(dens) as m:
+        assert m.data.ndim == 3 and float(m.data.max()) > 0
+    assert "coordination" in read_xyz(out).arrays
+    r = runner.invoke(cli, ["density", str(out), "--tilt-series", str(h5), "-o", str(dens)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["density", str(out), "--tilt-series", str(h5), "-o", str(h5)])
+    assert r.exit_code == 2 and "overwrite the input" in r.output
