@@ -75,3 +75,22 @@ def test_cli_confidence(tmp_path):
     assert read_xyz(out).arrays["confidence"][0] == 0.5
     r = CliRunner().invoke(cli, ["confidence", paths[0], "-o", str(out)])
     assert r.exit_code == 2
+
+
+def test_reconstruct_confidence_option(tmp_path):
+    from atomtomo.geometry import Geometry
+    from atomtomo.tiltseries import simulate_tiltseries, write_tiltseries
+
+    truth = Configuration(_grid() * 0.2 - 0.3)
+    geo = Geometry.from_angles(2, np.radians([0.0, 60.0, 120.0]), 64, 0.02)
+    h5 = tmp_path / "t.h5"
+    write_tiltseries(simulate_tiltseries(truth, geo, 0.03, bond_length=0.2), h5)
+    out = tmp_path / "r.xyz"
+    r = CliRunner().invoke(cli, ["reconstruct", str(h5), "--method", "sirt", "--confidence", "2",
+                                 "--max-iterations", "10", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    back = read_xyz(out)
+    assert "confidence" in back.arrays and back.info["confidence_runs"] == 2
+    r = CliRunner().invoke(cli, ["reconstruct", str(h5), "--confidence", "2", "--checkpoint",
+                                 str(tmp_path / "c.ckpt"), "-o", str(out)])
+    assert r.exit_code == 2

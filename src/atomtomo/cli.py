@@ -880,6 +880,10 @@ class _Progress:
 @click.option("--density", "density_out", type=click.Path(dir_okay=False), default=None,
               help="Also write a density as MRC: the grid image of sirt/fista, else the Gaussian "
                    "density of the atoms on voxels of sigma / 2 over the box.")
+@click.option("--confidence", "confidence_runs", type=click.IntRange(min=2), default=None,
+              help="Run the method K times (seeds --seed, --seed + 1, ...), keep the run with "
+                   "the lowest objective and add a per-atom column confidence: the fraction of "
+                   "the other runs that find the atom (atomtomo confidence). K times the time.")
 @click.option("--analyse", "analyse_atoms", is_flag=True,
               help="Add per-atom columns structure, coordination, surface and interstitial to "
                    "the output (atomtomo analyse).")
@@ -887,8 +891,8 @@ class _Progress:
 @_quiet_option
 @_debug_option
 def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, max_iterations,
-                checkpoint, resume, history, animate, model, options, density_out, analyse_atoms,
-                output, quiet):
+                checkpoint, resume, history, animate, model, options, density_out,
+                confidence_runs, analyse_atoms, output, quiet):
     """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
 
     Progress (iteration, atoms, objective) goes to stderr; the comment line of the output holds
@@ -910,6 +914,9 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
     kwargs = {"alpha": alpha, "seed": seed}
     if resume and checkpoint is None:
         raise InputError("--resume needs --checkpoint FILE")
+    if confidence_runs is not None and checkpoint is not None:
+        raise InputError("--confidence runs the method several times; it cannot share one "
+                         "--checkpoint (run the seeds separately and use atomtomo confidence)")
     wanted = {"initial": initial, "max_iterations": max_iterations, "checkpoint": checkpoint,
               "resume": resume or None, "model": model}
     for name, value in wanted.items():
@@ -954,7 +961,13 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
                       header=header)
         )
         recon = fn(problem, callback=tracker, **kwargs)
+        confidence_info = None
+        if confidence_runs is not None:
+            recon, confidence_info = _confidence_runs(fn, problem, kwargs, recon, confidence_runs,
+                                                      quiet)
         info = jsonable(dict(recon.info))
+        if confidence_info is not None:
+            info.update(confidence_info)
         info.setdefault("method", method)
         info["source"] = Path(tiltseries).name
         if problem.length_unit:
@@ -981,11 +994,42 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
             f"{k} {_fmt(info.get(k))}" for k in ("objective", "data_discrepancy", "energy",
                                                    "alpha", "iterations", "runtime_s")
             if k in info))
+        if confidence_runs is not None:
+            _say(quiet, f"confidence: {info['certain_fraction']:.1%} of the atoms found by all "
+                        f"{confidence_runs} runs (seeds {info['confidence_seeds']}; kept seed "
+                        f"{info.get('seed', '?')}, the lowest objective)")
         for flag, path in (("history", history), ("animation", animate), ("density", density_out)):
             if path is not None:
                 _say(quiet, f"wrote {path}: {flag}")
         if info.get("data_explained") is False:
             _warn_unexplained(problem, info)
+
+
+def _confidence_runs(fn, problem, kwargs, first, k, quiet):
+    """Run ``fn`` with k - 1 more seeds; return the lowest-objective run with a per-atom
+    ``confidence`` column, and the confidence summary for its comment line."""
+    from .confidence import atom_confidence
+
+    recons = [first]
+    for extra in range(1, k):
+        seed = int(kwargs.get("seed", 0)) + extra
+        if not quiet:
+            click.echo(f"{_prefix()}: confidence run {extra + 1} of {k} (seed {seed})", err=True)
+        recons.append(fn(problem, **{**kwargs, "seed": seed}))
+    configs = []
+    for r in recons:
+        cfg = r.configuration.copy()
+        cfg.info["objective"] = r.info.get("objective")
+        configs.append(cfg)
+    annotated = atom_confidence(configs, bond_length=problem.bond_length)
+    best = recons[annotated.info["confidence_reference"]]
+    best.configuration = best.configuration.copy()
+    best.configuration.arrays["confidence"] = annotated.arrays["confidence"]
+    summary = {key: annotated.info[key] for key in ("confidence_runs", "certain_fraction",
+                                                    "confidence_tolerance")}
+    summary["confidence_seeds"] = [int(kwargs.get("seed", 0)) + j for j in range(k)]
+    summary["missed_sites"] = annotated.info["missed_sites"]
+    return best, summary
 
 
 def _write_run_density(recon, problem, path):
