@@ -251,6 +251,11 @@ def _projections_figure(ts, found, sigma):
             fig.add_trace(go.Heatmap(z=img, showscale=False, **kw), row=r, col=c)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
+    for k in range(3 * len(pick)):  # square pixels
+        suffix = str(k + 1) if k else ""
+        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+        fig.layout[f"yaxis{suffix}"].constrain = "domain"
+        fig.layout[f"xaxis{suffix}"].constrain = "domain"
     fig.update_layout(height=260 * len(pick) + 80,
                       title="projections: measured, re-projected from the atoms, difference "
                             "(rows along the tilt axis)")
