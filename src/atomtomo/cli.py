@@ -1,7 +1,8 @@
 """The ``atomtomo`` command line (spec section 5), built on click and rich.
 
 Commands: ``project``, ``simulate``, ``reconstruct``, ``evaluate``, ``plot``, ``demo``,
-``train-locator``, ``reproduce``, ``import-mrc``, ``import-tiff``. See ``docs/cli.md``.
+``train-locator``, ``reproduce``, ``import-mrc``, ``import-tiff``, ``import-aet``, ``import-emd``,
+``info``, ``analyse``, ``confidence``, ``report``, ``density``. See ``docs/cli.md``.
 
 Exit status: 0 on success; 2 for bad input or usage, with ONE line on stderr,
 ``atomtomo <command>: error: <what is wrong>``, and no traceback; 1 for an internal error (one
@@ -86,7 +87,7 @@ def _fail(message, code, command=None, show_traceback=False) -> int:
 
 #: Parameters that name a file (or, typed ``file_okay=False``, a directory) a command writes.
 #: Every command is checked by :class:`AtomtomoCommand` before it runs: see :func:`_guard_files`.
-OUTPUT_PARAMS = ("output", "write_truth", "history", "animate", "checkpoint")
+OUTPUT_PARAMS = ("output", "write_truth", "history", "animate", "checkpoint", "density_out")
 
 
 def _flag_of(param) -> str:
@@ -272,7 +273,8 @@ def _parse_numbers(text: str, what: str):
 
 
 class AnglesType(click.ParamType):
-    """Tilt angles in degrees: ``-60,0,60``, or a text file with one angle per line (IMOD .tlt)."""
+    """Tilt angles in degrees: ``-60,0,60``, or an angle file: one angle per line (IMOD .tlt,
+    .rawtlt) or a SerialEM .mdoc (the TiltAngle of each [ZValue = k] section)."""
 
     name = "DEG[,DEG...]"
 
@@ -290,14 +292,12 @@ class AnglesType(click.ParamType):
     def _from_file(self, path, param, ctx):
         if ctx is not None:  # an input: no output may overwrite it (_guard_files)
             ctx.meta.setdefault("atomtomo.angle_files", []).append(path)
+        from .formats import read_angle_file  # .tlt/.rawtlt (one per line), SerialEM .mdoc
+
         try:
-            text = Path(path).read_text().replace(",", " ").split()
-            values = [float(t) for t in text]
-        except (OSError, UnicodeDecodeError, ValueError):
-            self.fail(f"angle file {path} must hold numbers (degrees), one per line", param, ctx)
-        if not values or not all(math.isfinite(v) for v in values):
-            self.fail(f"angle file {path} must hold finite numbers (degrees)", param, ctx)
-        return values
+            return read_angle_file(path)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class DetectorType(click.ParamType):
@@ -393,8 +393,52 @@ class BoxType(click.ParamType):
         return box
 
 
+class SpeciesWeightsType(click.ParamType):
+    """Weights per species: ``Pt=1,Pd=0.41`` or JSON ``{"Pt": 1, "Pd": 0.41}``; each > 0."""
+
+    name = "SPECIES=W[,...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        text = str(value).strip()
+        if text.startswith("{"):
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError as exc:
+                self.fail(f"{text[:40]!r} is not valid JSON ({exc.msg})", param, ctx)
+            if not isinstance(raw, dict):
+                self.fail("give a JSON object, e.g. {\"Pt\": 1, \"Pd\": 0.41}", param, ctx)
+            items = list(raw.items())
+        else:
+            items = []
+            for part in text.split(","):
+                key, sep, val = part.partition("=")
+                if not sep or not key.strip():
+                    self.fail(f"{part.strip()!r} is not SPECIES=WEIGHT (e.g. Pt=1,Pd=0.41)",
+                              param, ctx)
+                items.append((key.strip(), val.strip()))
+        weights = {}
+        for key, val in items:
+            if isinstance(val, bool):
+                self.fail(f"weight of {key!r} must be a number", param, ctx)
+            try:
+                w = float(val)
+            except (TypeError, ValueError):
+                self.fail(f"weight of {key!r} is not a number: {str(val)[:20]!r}", param, ctx)
+            if not (math.isfinite(w) and w > 0):
+                self.fail(f"weight of {key!r} must be a positive number, got {val}", param, ctx)
+            if str(key) in weights:
+                self.fail(f"species {key!r} is given twice", param, ctx)
+            weights[str(key)] = w
+        if not weights:
+            self.fail("no species given", param, ctx)
+        return weights
+
+
 ANGLES = AnglesType()
 DETECTOR = DetectorType()
+TILT_FORMAT = click.Choice(["h5", "emd"])
 SEED = click.IntRange(min=0)
 NDIM = click.Choice(["2", "3"])
 
@@ -447,6 +491,13 @@ def _check_distinct(**paths):
         seen[key] = flag
 
 
+def _not_an_input(out, *inputs):
+    """An output must not replace one of the command's inputs."""
+    for path in inputs:
+        if path is not None and os.path.abspath(str(path)) == os.path.abspath(str(out)):
+            raise InputError(f"-o {out} would overwrite the input {path}; choose another name")
+
+
 def is_hdf5(path) -> bool:
     """True if ``path`` is a file starting with the HDF5 signature (the extension is ignored)."""
     try:
@@ -467,11 +518,12 @@ def _read_tiltseries(path):
         raise InputError(f"tilt-series file not found: {path}")
     if not path.is_file():
         raise InputError(f"{path} is not a file")
-    if not is_hdf5(path):
-        raise InputError(f"{path} is not an HDF5 tilt-series file")
-    from .tiltseries import read_tiltseries
+    from .formats import MRC_STACK_SUFFIXES, read_tiltseries_any  # also EMD, MRC + .mdoc
 
-    ts = read_tiltseries(path)
+    if not is_hdf5(path) and path.suffix.lower() not in MRC_STACK_SUFFIXES:
+        raise InputError(f"{path} is not an HDF5 tilt-series file")
+
+    ts = read_tiltseries_any(path)
     proj = np.asarray(ts.projections)
     if proj.shape != tuple(ts.geometry.data_shape):
         raise InputError(
@@ -582,11 +634,17 @@ def cli():
 @click.option("--bond-length", type=POSITIVE, default=None,
               help="Nearest-neighbour distance to record (default: the atom file's bond_length).")
 @click.option("--length-unit", default=None, help="Length unit to record, e.g. angstrom.")
-@_output_option("The tilt series to write (HDF5).")
+@click.option("--species-weights", type=SpeciesWeightsType(), default=None,
+              help="Integrated intensity per species, e.g. Pt=1,Pd=0.41 or '{\"Pt\":1,\"Pd\":0.41}' "
+                   "(default: the atom file's species_weights, else 1 for every species).")
+@click.option("--format", "fmt", type=TILT_FORMAT, default=None,
+              help="h5 (atomtomo's tilt series, spec section 3) or emd (tomviz-style EMD); "
+                   "default: from the extension of -o (.emd), else h5.")
+@_output_option("The tilt series to write (HDF5, or EMD with --format emd).")
 @_quiet_option
 @_debug_option
 def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relative_noise, dose, seed,
-            box, bond_length, length_unit, output, quiet):
+            box, bond_length, length_unit, species_weights, fmt, output, quiet):
     """Project the atoms in ATOMS.xyz (spec section 2) and write a tilt series with them as
     ground truth (spec section 3)."""
     from .configuration import read_xyz
@@ -598,6 +656,12 @@ def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relativ
         raise InputError(f"{atoms} holds no atoms: there is nothing to project")
     ndim = _resolve_ndim(ndim, detector, config, atoms)
     config = _with_ndim(config, ndim, atoms)
+    if species_weights is not None:
+        unknown = [name for name in species_weights if name not in set(config.species)]
+        if unknown:
+            raise InputError(f"--species-weights names {unknown[0]!r}, which is not a species of "
+                             f"{atoms} (species: {', '.join(config.species_names)})")
+        config.species_weights = {**config.species_weights, **species_weights}
     geometry = Geometry.from_angles(ndim, np.radians(angles), detector, pixel_size)
     if box is None and config.info.get("box") is not None:
         box = config.info["box"]
@@ -608,7 +672,7 @@ def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relativ
     _check_question(geometry, _box_or_none(box), "--angles", "--box")
     ts = _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond_length,
                    length_unit)
-    _write_tiltseries(ts, out)
+    _write_tiltseries(ts, out, fmt)
     _say(quiet, _summary_tiltseries(out, ts, config))
 
 
@@ -660,9 +724,19 @@ def _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, bo
                                bond_length=bond_length, length_unit=length_unit or "")
 
 
-def _write_tiltseries(ts, out):
+def _tilt_format(out, fmt) -> str:
+    """The format of a tilt-series output: ``fmt``, else ``emd`` for a ``.emd`` name, else h5."""
+    return fmt or ("emd" if Path(out).suffix.lower() == ".emd" else "h5")
+
+
+def _write_tiltseries(ts, out, fmt=None):
     from .tiltseries import write_tiltseries
 
+    if _tilt_format(out, fmt) == "emd":
+        from .formats import write_emd
+
+        write_emd(ts, out)  # atomic
+        return
     # atomic here whatever the writer does (the tests put a non-atomic writer in its place)
     with atomic_path(out) as tmp:
         write_tiltseries(ts, tmp)
@@ -725,11 +799,14 @@ def _fmt_param(value) -> str:
               help="Seeds the phantom (where random) and the noise.")
 @click.option("--write-truth", type=click.Path(dir_okay=False), default=None,
               help="Also write the phantom as an atom file.")
-@_output_option("The tilt series to write (HDF5).")
+@click.option("--format", "fmt", type=TILT_FORMAT, default=None,
+              help="h5 (atomtomo's tilt series) or emd (tomviz-style EMD, without the ground "
+                   "truth: use --write-truth); default: from the extension of -o.")
+@_output_option("The tilt series to write (HDF5, or EMD with --format emd).")
 @_quiet_option
 @_debug_option
 def simulate(phantom, params, angles, zone_axis, detector, pixel_size, sigma, noise_std,
-             relative_noise, dose, seed, write_truth, output, quiet):
+             relative_noise, dose, seed, write_truth, fmt, output, quiet):
     """Build a test configuration (lattices with defects, nanoparticles) and project it.
 
     Defaults: sigma = bond length / 8; the detector is centred on the axis and covers the
@@ -779,7 +856,7 @@ def simulate(phantom, params, angles, zone_axis, detector, pixel_size, sigma, no
         from .configuration import write_xyz
 
         write_xyz(config, write_truth)
-    _write_tiltseries(ts, out)
+    _write_tiltseries(ts, out, fmt)
     _say(quiet, _summary_tiltseries(out, ts, config) + f" (phantom {info.get('phantom', phantom)})")
     if write_truth is not None:
         _say(quiet, f"wrote {write_truth}: the phantom's atoms")
@@ -949,7 +1026,10 @@ def _adcg_options_help() -> str:
 @click.option("--initial", type=click.Path(dir_okay=False), default=None,
               help="Start from this atom file (methods that support it).")
 @click.option("--max-iterations", type=click.IntRange(min=0), default=None,
-              help="Iteration guard (methods that support it).")
+              help="Bound on the main loop of the method: adcg, its add-move-prune iterations "
+                   "only (default 4 x expected atoms + 50; the global search that follows has its "
+                   "own budget, e.g. --option hops=N); sirt/fista, the iterations (the option "
+                   "iterations); annealing, the temperature levels (the option levels).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Save the search state here after every iteration (methods that support it).")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
@@ -962,11 +1042,22 @@ def _adcg_options_help() -> str:
 @click.option("--option", "options", type=KeyValueType(), multiple=True,
               help="Method option KEY=VALUE (repeatable), e.g. --option hops=50; the keys of "
                    "adcg and their defaults are listed below.")
+@click.option("--density", "density_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write a density as MRC: the grid image of sirt/fista, else the Gaussian "
+                   "density of the atoms on voxels of sigma / 2 over the box.")
+@click.option("--confidence", "confidence_runs", type=click.IntRange(min=2), default=None,
+              help="Run the method K times (seeds --seed, --seed + 1, ...), keep the run with "
+                   "the lowest objective and add a per-atom column confidence: the fraction of "
+                   "the other runs that find the atom (atomtomo confidence). K times the time.")
+@click.option("--analyse", "analyse_atoms", is_flag=True,
+              help="Add per-atom columns structure, coordination, surface and interstitial to "
+                   "the output (atomtomo analyse).")
 @_output_option("The reconstructed atoms (extended XYZ).")
 @_quiet_option
 @_debug_option
 def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, max_iterations,
-                checkpoint, resume, history, animate, model, options, output, quiet):
+                checkpoint, resume, history, animate, model, options, density_out,
+                confidence_runs, analyse_atoms, output, quiet):
     """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
 
     Progress (iteration, atoms, objective) goes to stderr; the comment line of the output holds
@@ -976,17 +1067,21 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
     from .solvers.problem import Problem
 
     out = _check_output(output)
-    for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint)):
+    for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint),
+                       ("--density", density_out)):
         if path is not None:
             _check_output(path, flag)
     _check_distinct(**{"-o": output, "--history": history, "--animate": animate,
-                       "--checkpoint": checkpoint})
+                       "--checkpoint": checkpoint, "--density": density_out})
     if animate is not None and Path(animate).suffix.lower() != ".gif":  # fail before the run
         raise InputError(f"--animate {animate}: animations are written as .gif")
     fn = get_method(method)
     kwargs = {"alpha": alpha, "seed": seed}
     if resume and checkpoint is None:
         raise InputError("--resume needs --checkpoint FILE")
+    if confidence_runs is not None and checkpoint is not None:
+        raise InputError("--confidence runs the method several times; it cannot share one "
+                         "--checkpoint (run the seeds separately and use atomtomo confidence)")
     wanted = {"initial": initial, "max_iterations": max_iterations, "checkpoint": checkpoint,
               "resume": resume or None, "model": model}
     for name, value in wanted.items():
@@ -1036,7 +1131,13 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
         )
         with _whole_run_deadline(kwargs.get("time_limit")):
             recon = fn(problem, callback=tracker, **kwargs)
+        confidence_info = None
+        if confidence_runs is not None:
+            recon, confidence_info = _confidence_runs(fn, problem, kwargs, recon, confidence_runs,
+                                                      quiet)
         info = jsonable(dict(recon.info))
+        if confidence_info is not None:
+            info.update(confidence_info)
         info.setdefault("method", method)
         info["source"] = Path(tiltseries).name
         if problem.length_unit:
@@ -1045,13 +1146,29 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
 
         if animate is not None:
             _animate(tracker, recon, problem, animate)
-        write_xyz(recon.configuration, out, **{k: v for k, v in info.items() if v is not None})
+        if density_out is not None:
+            _write_run_density(recon, problem, density_out)
+        atoms = recon.configuration
+        if analyse_atoms:
+            from .structure import analyse as run_analysis
+
+            analysis = run_analysis(atoms, problem.bond_length)
+            atoms = analysis.annotate(atoms)
+            info["structure"] = {k: v for k, v in jsonable(analysis.summary).items()
+                                 if k in ("fcc", "hcp", "bcc", "ico", "other", "surface_atoms",
+                                          "vacancies", "interstitials", "twin_planes",
+                                          "stacking_faults")}
+        write_xyz(atoms, out, **{k: v for k, v in info.items() if v is not None})
     if not quiet:
         _say(quiet, f"wrote {out}: {recon.configuration.n_atoms} atoms; " + ", ".join(
             f"{k} {_fmt(info.get(k))}" for k in ("objective", "data_discrepancy", "energy",
                                                    "alpha", "iterations", "runtime_s")
             if k in info))
-        for flag, path in (("history", history), ("animation", animate)):
+        if confidence_runs is not None:
+            _say(quiet, f"confidence: {info['certain_fraction']:.1%} of the atoms found by all "
+                        f"{confidence_runs} runs (seeds {info['confidence_seeds']}; kept seed "
+                        f"{info.get('seed', '?')}, the lowest objective)")
+        for flag, path in (("history", history), ("animation", animate), ("density", density_out)):
             if path is not None:
                 _say(quiet, f"wrote {path}: {flag}")
         if info.get("data_explained") is False:
@@ -1111,6 +1228,44 @@ def _reconstruct_kept(checkpoint, resume) -> str:
     return f"interrupted; nothing was kept, no output was written{hint}"
 
 
+def _confidence_runs(fn, problem, kwargs, first, k, quiet):
+    """Run ``fn`` with k - 1 more seeds; return the lowest-objective run with a per-atom
+    ``confidence`` column, and the confidence summary for its comment line."""
+    from .confidence import atom_confidence
+
+    recons = [first]
+    for extra in range(1, k):
+        seed = int(kwargs.get("seed", 0)) + extra
+        if not quiet:
+            click.echo(f"{_prefix()}: confidence run {extra + 1} of {k} (seed {seed})", err=True)
+        recons.append(fn(problem, **{**kwargs, "seed": seed}))
+    configs = []
+    for r in recons:
+        cfg = r.configuration.copy()
+        cfg.info["objective"] = r.info.get("objective")
+        configs.append(cfg)
+    annotated = atom_confidence(configs, bond_length=problem.bond_length)
+    best = recons[annotated.info["confidence_reference"]]
+    best.configuration = best.configuration.copy()
+    best.configuration.arrays["confidence"] = annotated.arrays["confidence"]
+    summary = {key: annotated.info[key] for key in ("confidence_runs", "certain_fraction",
+                                                    "confidence_tolerance")}
+    summary["confidence_seeds"] = [int(kwargs.get("seed", 0)) + j for j in range(k)]
+    summary["missed_sites"] = annotated.info["missed_sites"]
+    return best, summary
+
+
+def _write_run_density(recon, problem, path):
+    """The grid image of a grid method, else the atoms' Gaussian density, as MRC."""
+    from .formats import gaussian_density, write_density_mrc
+
+    if getattr(recon, "density", None) is not None:
+        rho, axes = recon.density
+    else:
+        rho, axes = gaussian_density(recon.configuration, float(problem.sigma), box=problem.box)
+    write_density_mrc(rho, axes, path, length_unit=problem.length_unit)
+
+
 def _warn_unexplained(problem, info):
     """Say so when the result misses the discrepancy target of the file's noise level."""
     from .solvers.alpha import discrepancy_target
@@ -1146,9 +1301,9 @@ def load_truth(path, ndim=None):
     if not Path(path).exists():
         raise InputError(f"truth file not found: {path}")
     if is_hdf5(path):
-        from .tiltseries import read_tiltseries
+        from .formats import read_tiltseries_any
 
-        ts = read_tiltseries(path)
+        ts = read_tiltseries_any(path)
         if ts.ground_truth is None:
             raise InputError(f"{path} is a tilt series without ground_truth")
         return ts.ground_truth, _positive_or_none(ts.bond_length), "the tilt series' bond_length"
@@ -1194,17 +1349,35 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
     return metrics
 
 
+def _structure_comparison(recon, truth, bond_length) -> dict:
+    """Structure summaries of the reconstruction and the truth (for evaluate --structure)."""
+    from .configuration import read_xyz
+    from .structure import analyse as run_analysis
+
+    truth_cfg, _, _ = load_truth(truth)
+    found = read_xyz(recon, ndim=truth_cfg.ndim)
+    drop = ("vacancy_sites", "hcp_layers")
+    return {name: {k: v for k, v in jsonable(run_analysis(cfg, bond_length).summary).items()
+                   if k not in drop}
+            for name, cfg in (("found", found), ("truth", truth_cfg))}
+
+
 @cli.command()
 @click.argument("recon", metavar="RECON.xyz")
 @click.option("--truth", required=True, help="Atom file, or tilt-series .h5 with ground_truth.")
 @click.option("--tolerance", type=POSITIVE, default=None,
               help="Match distance (default: 0.1 x bond length).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--structure", is_flag=True,
+              help="Also compare the structure analysis (atomtomo analyse) of the result with "
+                   "the truth's: structure counts, surface, vacancies, twins (key 'structure').")
 @_debug_option
-def evaluate(recon, truth, tolerance, as_json):
+def evaluate(recon, truth, tolerance, as_json, structure):
     """Match the atoms of RECON.xyz one to one with the truth and report precision, recall, F1
     and distances."""
     metrics = evaluate_files(recon, truth, tolerance)
+    if structure:
+        metrics["structure"] = _structure_comparison(recon, truth, metrics.get("bond_length"))
     if as_json:
         click.echo(json.dumps(metrics))
         return
@@ -1212,10 +1385,16 @@ def evaluate(recon, truth, tolerance, as_json):
 
     table = Table("metric", "value", title=f"{recon} vs {truth}")
     for key, value in metrics.items():
-        if key not in ("tolerance_source",):
+        if key not in ("tolerance_source", "structure"):
             table.add_row(key, _fmt(value))
     console = _stdout_console()
     console.print(table)
+    if structure:
+        s = metrics["structure"]
+        table = Table("", "found", "truth", title=f"structure ({s['found'].get('analysed')})")
+        for key, value in _structure_summary_lines(s["found"]):
+            table.add_row(key, _fmt(value), _fmt(s["truth"].get(key)))
+        console.print(table)
     console.print(f"tolerance used: {metrics['tolerance']:.6g} ({metrics['tolerance_source']})")
 
 
@@ -1229,10 +1408,15 @@ def evaluate(recon, truth, tolerance, as_json):
               help="The tilt series reconstructed (for its box, ground truth and bond length).")
 @click.option("--tolerance", type=POSITIVE, default=None, help="Match distance for colouring.")
 @click.option("--title", default=None, help="Figure title.")
+@click.option("--view", type=click.Choice(["auto", "ortho", "planes", "xy", "xz", "yz", "3d"]),
+              default="auto", show_default=True,
+              help="3D atoms: ortho = x-y, x-z and y-z views coloured by depth (or by distance to "
+                   "the truth), planes = one panel per atomic plane across the tilt axis y, "
+                   "xy/xz/yz = one projection, 3d = a 3D scatter; auto = ortho (2D atoms: xy).")
 @_output_option("The figure (.png, .pdf, .svg).")
 @_quiet_option
 @_debug_option
-def plot(source, truth, tilt, tolerance, title, output, quiet):
+def plot(source, truth, tilt, tolerance, title, view, output, quiet):
     """Plot a reconstruction (with its truth), or the projections of a tilt series."""
     from .plotting import plot_projections, plot_reconstruction, save_figure  # Agg, no pyplot
 
@@ -1267,8 +1451,23 @@ def plot(source, truth, tilt, tolerance, title, output, quiet):
     if box is None and found.info.get("box") is not None:
         box = np.asarray(found.info["box"], float) if not isinstance(found.info["box"], str) else \
             np.asarray(json.loads(found.info["box"]), float)
-    save_figure(plot_reconstruction(found, truth=truth_cfg, box=box, tolerance=tolerance,
-                                    title=title or Path(source).name), out)  # atomic
+    if found.ndim == 2 and view not in ("auto", "xy"):
+        raise InputError(f"--view {view} needs 3D atoms; {source} is 2D")
+    if view == "auto":
+        view = "ortho" if found.ndim == 3 else "xy"
+    title = title or Path(source).name
+    if view == "ortho":
+        from .plotting import plot_orthogonal
+
+        fig = plot_orthogonal(found, truth=truth_cfg, box=box, tolerance=tolerance, title=title)
+    elif view == "planes":
+        from .plotting import plot_planes
+
+        fig = plot_planes(found, truth=truth_cfg, box=box, tolerance=tolerance, title=title)
+    else:
+        fig = plot_reconstruction(found, truth=truth_cfg, box=box, tolerance=tolerance,
+                                  title=title, view=view)
+    save_figure(fig, out)  # atomic
     _say(quiet, f"wrote {out}: {found.n_atoms} atoms" +
          ("" if truth_cfg is None else f" against {truth_cfg.n_atoms} true atoms"))
 
@@ -1517,6 +1716,355 @@ def import_tiff_command(stack, angles, pixel_size, ndim, sigma, bond_length, len
 
     _run_import(import_tiff, stack, angles, pixel_size, ndim, sigma, bond_length, length_unit,
                 output, quiet)
+
+
+@cli.command("import-emd")
+@click.argument("source", metavar="TILT.emd")
+@click.option("--pixel-size", type=POSITIVE, default=None,
+              help="Pixel width (default: the spacing of the EMD's image dimension vectors).")
+@click.option("--tilt-axis", type=click.Choice(["auto", "rows", "cols"]), default="auto",
+              show_default=True,
+              help="Which image axis of the stored (angles, a, b) runs along the tilt axis: a "
+                   "(rows), b (cols), or auto: the axis whose profile stays the same at every "
+                   "angle (tomviz's b = x when the data cannot tell).")
+@click.option("--sigma", type=POSITIVE, default=None, help="Atom width (atom_sigma).")
+@click.option("--bond-length", type=POSITIVE, default=None,
+              help="Nearest-neighbour distance of the material.")
+@click.option("--length-unit", default=None, help="Unit of --pixel-size, e.g. angstrom.")
+@_output_option("The tilt series to write (HDF5).")
+@_quiet_option
+@_debug_option
+def import_emd_command(source, pixel_size, tilt_axis, sigma, bond_length, length_unit, output,
+                       quiet):
+    """Convert a tilt series in EMD (the HDF5 layout of tomviz and ncempy: /data/tomography/data
+    with an angle dimension vector in degrees) into a tilt-series file. reconstruct and info
+    also read EMD files directly."""
+    from .formats import read_emd
+
+    out = _check_output(output)
+    _not_an_input(out, source)
+    if not Path(source).is_file():
+        raise InputError(f"file not found: {source}")
+    ts = read_emd(source, pixel_size=pixel_size, tilt_axis=tilt_axis, atom_sigma=sigma,
+                  bond_length=bond_length, length_unit=length_unit)
+    _write_tiltseries(ts, out)
+    geo = ts.geometry
+    _say(quiet, f"wrote {out}: {geo.ndim}D, {geo.n_angles} angles from "
+                f"{np.degrees(ts.angles.min()):.1f} to {np.degrees(ts.angles.max()):.1f} deg, "
+                f"detector {'x'.join(map(str, geo.detector_shape))}, pixel size "
+                f"{geo.pixel_size:.4g} {ts.length_unit}".rstrip())
+
+
+# ---------------------------------------------------------------------------------------------
+# info
+# ---------------------------------------------------------------------------------------------
+def tiltseries_summary(ts, path) -> dict:
+    """What ``atomtomo info`` says about a tilt series, as plain JSON values."""
+    geo = ts.geometry
+    angles = np.degrees(np.asarray(ts.angles, float))
+    out = {"file": str(path), "kind": "tilt series",
+           "format": ("emd" if ts.attrs.get("source_format") == "emd" else
+                      f"mrc stack, angles from {ts.attrs['angles_file']}"
+                      if "angles_file" in ts.attrs else "atomtomo"),
+           "ndim": geo.ndim, "n_angles": geo.n_angles,
+           "angles_deg": [round(float(a), 4) for a in angles],
+           "single_axis": geo.angles is not None,
+           "detector": "x".join(map(str, geo.detector_shape)),
+           "pixel_size": float(geo.pixel_size), "length_unit": ts.length_unit or "",
+           "field_of_view": [float(n * geo.pixel_size) for n in geo.detector_shape]}
+    for key in ("atom_sigma", "intensity_scale", "background"):
+        value = getattr(ts, key, None)
+        if value is None:
+            value = ts.attrs.get(key)
+        out[key] = value if value is None or isinstance(value, str) else float(value)
+    out["species_weights"] = ts.species_weights
+    out["box"] = None if ts.box is None else np.asarray(ts.box, float).tolist()
+    out["domain"] = np.asarray(ts.domain, float).tolist()
+    out["bond_length"] = ts.bond_length
+    out["noise_model"], out["noise_std"] = ts.noise_model, ts.noise_std
+    proj = np.asarray(ts.projections, float)
+    out["data_range"] = [float(proj.min()), float(proj.max())]
+    gt = ts.ground_truth
+    out["ground_truth_atoms"] = None if gt is None else gt.n_atoms
+    if gt is not None:
+        out["ground_truth_species"] = _species_counts(gt)
+    return jsonable(out)
+
+
+def _species_counts(config) -> dict:
+    names, counts = np.unique(np.asarray(config.species, dtype=str), return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts)}
+
+
+def _rounded(value, digits=6):
+    """``value`` with every float to ``digits`` significant digits (for tables)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    return value
+
+
+def atoms_summary(config, path) -> dict:
+    """What ``atomtomo info`` says about an atom file, as plain JSON values."""
+    from scipy.spatial import cKDTree
+
+    pos = config.positions
+    out = {"file": str(path), "kind": "atoms", "ndim": config.ndim, "n_atoms": config.n_atoms,
+           "species": _species_counts(config), "species_weights": config.species_weights or None}
+    if config.n_atoms:
+        lo, hi = pos.min(axis=0), pos.max(axis=0)
+        out["extent"] = np.column_stack([lo, hi]).tolist()
+        out["size"] = (hi - lo).tolist()
+    if config.n_atoms >= 2:
+        d, _ = cKDTree(pos).query(pos, k=2)
+        nn = d[:, 1]
+        out["nearest_neighbour"] = {"min": float(nn.min()), "median": float(np.median(nn)),
+                                    "max": float(nn.max())}
+    out["columns"] = sorted(config.arrays)
+    out["comment"] = {k: v for k, v in config.info.items()}
+    return jsonable(out)
+
+
+@cli.command()
+@click.argument("path", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@_debug_option
+def info(path, as_json):
+    """Summarise a tilt series (atomtomo .h5 or EMD: geometry, angles, detector, sigma, weights,
+    box, noise, ground truth) or an atom file (atoms per species, extent, nearest-neighbour
+    distances, the comment line's record)."""
+    from .formats import MRC_STACK_SUFFIXES
+
+    if not Path(path).exists():
+        raise InputError(f"file not found: {path}")
+    if is_hdf5(path) or Path(path).suffix.lower() in MRC_STACK_SUFFIXES:
+        summary = tiltseries_summary(_read_tiltseries(path), path)
+    else:
+        from .configuration import read_xyz
+
+        summary = atoms_summary(read_xyz(path), path)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    from rich.table import Table
+
+    table = Table("field", "value", title=f"{path}: {summary['kind']}")
+    for key, value in summary.items():
+        if key in ("file", "kind") or value is None:
+            continue
+        if isinstance(value, dict) and key == "comment":
+            for k, v in value.items():
+                table.add_row(f"  {k}", _fmt(v))
+            continue
+        if isinstance(value, (list, dict)):
+            value = json.dumps(_rounded(value))
+            value = value if len(value) <= 200 else value[:197] + "..."
+        table.add_row(key, _fmt(value))
+    _stdout_console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# analyse
+# ---------------------------------------------------------------------------------------------
+def _structure_summary_lines(summary) -> list:
+    keys = ("fcc", "hcp", "bcc", "ico", "other", "surface_atoms", "mean_coordination",
+            "vacancies", "interstitials", "twin_planes", "stacking_faults", "dislocations")
+    return [(k, summary[k]) for k in keys if k in summary]
+
+
+@cli.command()
+@click.argument("recon", metavar="ATOMS.xyz")
+@click.option("--bond-length", type=POSITIVE, default=None,
+              help="Nearest-neighbour distance (default: the --tilt-series' or the file's "
+                   "bond_length, else the median nearest-neighbour distance).")
+@click.option("--tilt-series", "tilt", default=None, help="The tilt series (its bond_length).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the atoms with per-atom columns structure, coordination, surface and "
+                   "interstitial (extended XYZ).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_quiet_option
+@_debug_option
+def analyse(recon, bond_length, tilt, output, as_json, quiet):
+    """What the atoms are: structure type per atom (fcc, hcp, bcc, ico, other; OVITO's polyhedral
+    template matching), coordination, surface atoms, vacancies and interstitials against the
+    fitted lattice, twin planes and stacking faults, dislocations. 2D files: coordination and
+    edge atoms only."""
+    from .configuration import read_xyz, write_xyz
+    from .structure import analyse as run_analysis
+
+    out = None if output is None else _check_output(output)
+    ndim = None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        ndim = ts.ndim
+        bond_length = bond_length or _positive_or_none(ts.bond_length)
+    config = read_xyz(recon, ndim=ndim)
+    bond_length = bond_length or _positive_or_none(config.info.get("bond_length"))
+    result = run_analysis(config, bond_length)
+    if out is not None:
+        write_xyz(result.annotate(config), out)
+    if as_json:
+        click.echo(json.dumps(jsonable(result.summary)))
+    elif not quiet:
+        from rich.table import Table
+
+        table = Table("", "atoms", title=f"{recon}: {result.summary.get('analysed')}")
+        for key, value in _structure_summary_lines(result.summary):
+            table.add_row(key, _fmt(value))
+        _stdout_console().print(table)
+    if out is not None:
+        _say(quiet or as_json, f"wrote {out}: {config.n_atoms} atoms with columns "
+                               f"{', '.join(result.columns)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("recon", metavar="RECON.xyz")
+@click.option("--truth", default=None, help="Atom file or tilt series with ground truth.")
+@click.option("--tilt-series", "tilt", default=None,
+              help="The tilt series reconstructed: measured vs re-projected images, its ground "
+                   "truth, bond length and species weights.")
+@click.option("--history", default=None, help="The run's --history JSONL (convergence).")
+@click.option("--tolerance", type=POSITIVE, default=None,
+              help="Match distance (default: 0.1 x bond length).")
+@click.option("--title", default=None, help="Page title (default: the file name).")
+@click.option("--no-structure", is_flag=True, help="Skip the structure analysis.")
+@_output_option("The report (.html): one self-contained file, viewable without network.")
+@_quiet_option
+@_debug_option
+def report(recon, truth, tilt, history, tolerance, title, no_structure, output, quiet):
+    """One self-contained HTML page about a reconstruction: an interactive 3D view coloured by
+    species, distance to the truth, structure type or confidence; per-plane panels; measured vs
+    re-projected projections; the run's convergence; the structure summary."""
+    from .configuration import read_xyz
+    from .report import read_history, write_report
+
+    out = _check_output(output)
+    _not_an_input(out, recon, truth, tilt, history)
+    ts = truth_cfg = bond = None
+    ndim = None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        ndim, truth_cfg, bond = ts.ndim, ts.ground_truth, _positive_or_none(ts.bond_length)
+    if truth is not None:
+        truth_cfg, tbond, _ = load_truth(truth, ndim=ndim)
+        bond = bond or tbond
+        ndim = truth_cfg.ndim
+    found = read_xyz(recon, ndim=ndim)
+    if ts is not None and ts.species_weights and not found.species_weights:
+        found.species_weights = dict(ts.species_weights)
+    records = read_history(history) if history is not None else None
+    write_report(out, found, truth=truth_cfg, tiltseries=ts, history=records,
+                 tolerance=tolerance, bond_length=bond, title=title or Path(recon).name,
+                 structure=not no_structure)
+    _say(quiet, f"wrote {out}: report on {found.n_atoms} atoms"
+                + ("" if truth_cfg is None else f" against {truth_cfg.n_atoms} true atoms"))
+
+
+# ---------------------------------------------------------------------------------------------
+# confidence
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN.xyz RUN.xyz [...]")
+@click.option("--reference", type=click.IntRange(min=1), default=None,
+              help="Which run to annotate (1 = the first file; default: the lowest objective).")
+@click.option("--tolerance", type=POSITIVE, default=None,
+              help="Match distance (default: 0.1 x bond length).")
+@click.option("--tilt-series", "tilt", default=None, help="The tilt series (its bond_length).")
+@click.option("--truth", default=None,
+              help="Also score 'uncertain' (confidence < 1) against 'wrong' (unmatched to this "
+                   "truth): precision and recall.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@_output_option("The reference run with a per-atom confidence column (extended XYZ).")
+@_quiet_option
+@_debug_option
+def confidence(runs, reference, tolerance, tilt, truth, as_json, output, quiet):
+    """Per-atom confidence: in how many of the other runs (independent seeds, half sets) each
+    atom of the reference run is found within the tolerance. Writes the reference run with a
+    'confidence' column and prints the fraction of certain atoms (found in every run)."""
+    from .configuration import read_xyz, write_xyz
+    from .confidence import atom_confidence, uncertainty_scores
+
+    out = _check_output(output)
+    _not_an_input(out, tilt, truth)
+    if len(runs) < 2:
+        raise InputError("give at least two reconstructions of the same data")
+    ndim = bond = None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        ndim, bond = ts.ndim, _positive_or_none(ts.bond_length)
+    configs = [read_xyz(path, ndim=ndim) for path in runs]
+    if reference is not None and reference > len(runs):
+        raise InputError(f"--reference {reference}: there are only {len(runs)} runs")
+    annotated = atom_confidence(configs, tolerance=tolerance,
+                                reference=None if reference is None else reference - 1,
+                                bond_length=bond)
+    summary = {k: annotated.info[k] for k in ("confidence_runs", "certain_fraction",
+                                              "confidence_tolerance")}
+    summary["reference"] = runs[annotated.info["confidence_reference"]]
+    summary["missed_sites"] = len(annotated.info["missed_sites"])
+    if truth is not None:
+        truth_cfg, tbond, _ = load_truth(truth, ndim=annotated.ndim)
+        summary["uncertain_vs_wrong"] = uncertainty_scores(
+            annotated, truth_cfg, annotated.info["confidence_tolerance"])
+    write_xyz(annotated, out)
+    if as_json:
+        click.echo(json.dumps(jsonable(summary)))
+    else:
+        _say(quiet, f"wrote {out}: {annotated.n_atoms} atoms of {summary['reference']}, "
+                    f"{summary['certain_fraction']:.1%} certain (found in all {len(runs)} runs); "
+                    f"{summary['missed_sites']} site(s) most other runs fill but this one lacks")
+        if truth is not None:
+            u = summary["uncertain_vs_wrong"]
+            _say(quiet, f"against the truth: {u['uncertain']} uncertain, {u['wrong']} wrong, "
+                        f"{u['uncertain_and_wrong']} both (precision {_fmt(u['precision'])}, "
+                        f"recall {_fmt(u['recall'])})")
+
+
+# ---------------------------------------------------------------------------------------------
+# density
+# ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("recon", metavar="RECON.xyz")
+@click.option("--sigma", type=POSITIVE, default=None,
+              help="Atom width (default: the --tilt-series' atom_sigma).")
+@click.option("--tilt-series", "tilt", default=None,
+              help="The tilt series reconstructed: its atom_sigma, box and length unit.")
+@click.option("--voxel-size", type=POSITIVE, default=None,
+              help="Voxel edge (default sigma / 2: the Gaussians resolved).")
+@_output_option("The density (.mrc).")
+@_quiet_option
+@_debug_option
+def density(recon, sigma, tilt, voxel_size, output, quiet):
+    """Write the Gaussian density of a reconstruction (sum_i w_i N(x_i, sigma^2 I)) on a voxel
+    grid as MRC, for tomviz, ChimeraX, napari or IMOD."""
+    from .configuration import read_xyz
+    from .formats import gaussian_density, write_density_mrc
+
+    out = _check_output(output)
+    _not_an_input(out, recon, tilt)
+    box, unit, weights = None, "", None
+    if tilt is not None:
+        ts = _read_tiltseries(tilt)
+        box, unit, weights = ts.domain, ts.length_unit, ts.species_weights
+        if sigma is None and ts.atom_sigma is not None and not isinstance(ts.atom_sigma, str):
+            sigma = float(ts.atom_sigma)
+    config = read_xyz(recon, ndim=None if tilt is None else ts.ndim)
+    if weights and not config.species_weights:
+        config.species_weights = dict(weights)
+    unit = unit or str(config.info.get("length_unit", "") or "")
+    if sigma is None:
+        raise InputError("give --sigma (or --tilt-series with atom_sigma)")
+    rho, axes = gaussian_density(config, sigma, box=box, voxel_size=voxel_size)
+    write_density_mrc(rho, axes, out, length_unit=unit)
+    _say(quiet, f"wrote {out}: {'x'.join(str(len(a)) for a in axes)} voxels of "
+                f"{axes[0][1] - axes[0][0] if len(axes[0]) > 1 else 0:.4g} {unit}".rstrip()
+                + f", {config.n_atoms} atoms, sigma {sigma:.4g}")
 
 
 def main(argv=None):

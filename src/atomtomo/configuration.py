@@ -4,14 +4,20 @@ A configuration is ``n`` atoms at positions ``x_i`` (2D or 3D) with one species 
 has a weight ``w`` (the integrated intensity of one atom of that species, spec section 1); the
 density is ``mu = sum_i w_i N(x_i, sigma^2 I)``.
 
-Atom files are extended XYZ (spec section 4), readable by :func:`ase.io.read`: species in the first
-column, positions in the data's length unit, ``z = 0`` for 2D configurations. The comment line
-carries key=value pairs describing what produced the file.
+Atom files are extended XYZ (spec section 4), readable by :func:`ase.io.read` and OVITO: species
+in the first column, positions in the data's length unit, ``z = 0`` for 2D configurations, then
+one column per per-atom property (:attr:`Configuration.arrays`, e.g. ``structure``,
+``coordination``, ``confidence``). The comment line carries key=value pairs describing what
+produced the file. Keys that ASE would turn into calculator results (``energy``, ``forces``,
+...) are written with the prefix ``prior_`` (the prior's energy is dimensionless, not a potential
+energy), and read back under their own name; string values lose control characters (a newline
+in a file name would end the comment line) and keep quotes and backslashes.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,12 +44,15 @@ class Configuration:
         Weight ``w`` of each species; species not listed have weight 1.
     info : dict, optional
         Free-form metadata written to the comment line of atom files.
+    arrays : dict, optional
+        Per-atom properties (name -> array of length ``n``), written as columns of atom files.
     """
 
     positions: np.ndarray
     species: np.ndarray | None = None
     species_weights: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    arrays: dict = field(default_factory=dict)
 
     def __post_init__(self):
         pos = np.asarray(self.positions, dtype=float)
@@ -68,6 +77,14 @@ class Configuration:
                 raise InputError(f"species weight of {name!r} must be a positive number, got {w}")
             weights[str(name)] = w
         self.species_weights = weights
+        arrays = {}
+        for name, values in dict(self.arrays or {}).items():
+            values = np.asarray(values)
+            if values.shape[:1] != (len(pos),):
+                raise InputError(f"per-atom property {name!r} has {len(values)} values for "
+                                 f"{len(pos)} atoms")
+            arrays[str(name)] = values
+        self.arrays = arrays
 
     # -- basic properties -------------------------------------------------------------------
     @property
@@ -95,13 +112,15 @@ class Configuration:
 
     def copy(self) -> Configuration:
         return Configuration(
-            self.positions.copy(), self.species.copy(), dict(self.species_weights), dict(self.info)
+            self.positions.copy(), self.species.copy(), dict(self.species_weights), dict(self.info),
+            {k: v.copy() for k, v in self.arrays.items()},
         )
 
     def subset(self, index) -> Configuration:
         """The configuration restricted to ``index`` (a boolean mask or integer indices)."""
         return Configuration(
-            self.positions[index], self.species[index], dict(self.species_weights), dict(self.info)
+            self.positions[index], self.species[index], dict(self.species_weights), dict(self.info),
+            {k: v[index] for k, v in self.arrays.items()},
         )
 
     def with_positions(self, positions, species=None) -> Configuration:
@@ -123,6 +142,20 @@ class Configuration:
         atoms = Atoms(symbols=_ase_symbols(self.species), positions=pos3, pbc=False)
         if any(s not in _ase_symbol_set() for s in self.species):
             atoms.new_array("species", np.array(self.species, dtype=str))
+        for name, values in self.arrays.items():
+            if name in atoms.arrays or name in ("numbers", "positions", "species", "pos", "Z"):
+                continue
+            values = np.asarray(values)
+            if values.dtype.kind in "OUS":
+                values = np.array([_clean_text(v).replace(" ", "_") or "-" for v in values],
+                                  dtype=str)
+            elif values.dtype.kind == "b":
+                values = values.astype(bool)
+            elif values.dtype.kind in "iu":
+                values = values.astype(int)
+            else:
+                values = values.astype(float)
+            atoms.new_array(name, values)
         atoms.info.update(_flatten_info(self.info))
         if self.species_weights:
             atoms.info["species_weights"] = json.dumps(self.species_weights)
@@ -146,6 +179,22 @@ class Configuration:
             species = [str(s) for s in atoms.arrays["species"]]
         else:
             species = atoms.get_chemical_symbols()
+        arrays = {k: np.asarray(v) for k, v in atoms.arrays.items()
+                  if k not in ("numbers", "positions", "species")}
+        for key, value in list(info.items()):  # lists and dicts were written as JSON
+            if isinstance(value, str) and value[:1] in ("[", "{"):
+                try:
+                    info[key] = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+        for key in list(info):  # written with a prefix so that ASE leaves them alone
+            if key.startswith(_PREFIX) and key[len(_PREFIX):] in _ase_result_keys():
+                info.setdefault(key[len(_PREFIX):], info.pop(key))
+        calc = getattr(atoms, "calc", None)
+        if calc is not None and getattr(calc, "results", None):  # another tool's file
+            for key, value in calc.results.items():
+                if np.ndim(value) == 0:
+                    info.setdefault(key, float(value))
         weights = info.pop("species_weights", None)
         if isinstance(weights, str):
             try:
@@ -154,7 +203,7 @@ class Configuration:
                 weights = None
         if species_weights is not None:
             weights = species_weights
-        return cls(pos[:, :ndim], species, weights or {}, info)
+        return cls(pos[:, :ndim], species, weights or {}, info, arrays)
 
 
 def _ase_symbol_set():
@@ -168,18 +217,48 @@ def _ase_symbols(species):
     return [s if s in known else DEFAULT_SPECIES for s in species]
 
 
+#: Prefix of comment-line keys that ASE would otherwise read as calculator results.
+_PREFIX = "prior_"
+
+
+def _ase_result_keys() -> set:
+    from ase.calculators.calculator import all_properties
+
+    return set(all_properties)
+
+
+def _clean_text(value) -> str:
+    """``value`` as text that the extended-XYZ comment line carries and ASE reads back as is.
+
+    Control characters (newlines, tabs, ...) become ``?`` as ``ls`` shows them: a newline
+    would end the comment line. ASE's writer escapes double quotes but not backslashes while
+    its reader unescapes both, so backslashes are doubled here.
+    """
+    text = "".join("?" if unicodedata.category(c) in ("Cc", "Cs") else c for c in str(value))
+    return text.replace("\\", "\\\\")
+
+
+def _clean_key(key) -> str:
+    key = "".join(c if (c.isalnum() or c in "_-.") else "_" for c in str(key)) or "_"
+    return _PREFIX + key if key in _ase_result_keys() else key
+
+
 def _flatten_info(info: dict) -> dict:
-    """Keep only values the extended-XYZ comment line can carry (numbers, strings, booleans)."""
+    """Keep only values the extended-XYZ comment line can carry (numbers, strings, booleans),
+    under keys that ASE does not turn into calculator results."""
     out = {}
     for k, v in info.items():
+        k = _clean_key(k)
         if isinstance(v, (bool, np.bool_)):
             out[k] = bool(v)
         elif isinstance(v, (int, float, np.integer, np.floating)):
             out[k] = v.item() if hasattr(v, "item") else v
         elif isinstance(v, str):
-            out[k] = v
+            out[k] = _clean_text(v)
         elif v is not None:
-            out[k] = json.dumps(v, default=float)
+            from ._io import jsonable
+
+            out[k] = _clean_text(json.dumps(jsonable(v)))
     return out
 
 

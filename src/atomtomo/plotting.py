@@ -15,6 +15,8 @@ untouched.
 Functions
 ---------
 plot_reconstruction   one reconstruction (2D, a 3D projection onto a plane, or a 3D scatter)
+plot_orthogonal       3D atoms in three orthogonal views, coloured by depth or distance to truth
+plot_planes           3D atoms plane by plane across the tilt axis
 plot_panels           a grid of reconstructions with one shared colour bar (method x defect)
 plot_projections      the projections of a tilt series (curves in 2D, images in 3D)
 plot_curves           metric-vs-parameter curves with vertical marker lines (alpha sweep)
@@ -44,6 +46,8 @@ CAP_TOLERANCES = 2.0
 CAP_BONDS = 0.5
 #: Disc diameter as a fraction of the bond length.
 DISC_BONDS = 0.42
+#: Colour map of the depth (the coordinate along the viewing direction) of 3D atoms.
+DEPTH_CMAP = "plasma"
 #: Colour of atoms when there is no truth to compare with.
 PLAIN_COLOUR = "#3b75af"
 TRUTH_COLOUR = "#d62728"
@@ -222,6 +226,7 @@ class _Drawn:
         self.length_unit = length_unit
         self.bond = bond
         self.tolerance = tolerance
+        self.depth_norm = None
 
 
 def _prepare(found, truth, box, tolerance, view):
@@ -253,8 +258,11 @@ def _prepare(found, truth, box, tolerance, view):
 
 
 def _draw_atoms(ax, found, truth=None, box=None, tolerance=None, view="xy", norm=None,
-                radius=None, length_unit=None, axis_labels=True):
-    """Draw one reconstruction into ``ax``; return a :class:`_Drawn`."""
+                radius=None, length_unit=None, axis_labels=True, depth=False):
+    """Draw one reconstruction into ``ax``; return a :class:`_Drawn`.
+
+    ``depth``: without a truth, colour a 3D projection's discs by the coordinate along the
+    viewing direction (``drawn.depth_norm`` is then the colour scale)."""
     from matplotlib.collections import EllipseCollection
     from matplotlib.patches import Rectangle
 
@@ -288,10 +296,20 @@ def _draw_atoms(ax, found, truth=None, box=None, tolerance=None, view="xy", norm
     discs = EllipseCollection(sizes, sizes, np.zeros(len(f2)), units="xy", offsets=f2,
                               offset_transform=ax.transData, edgecolors="0.15", linewidths=0.5,
                               zorder=2, gid="found-atoms")
+    drawn.depth_norm = None
     if match is not None:
         discs.set_cmap(cmap)
         discs.set_norm(norm)
         discs.set_array(match.found_distance[order])
+    elif depth and ndim == 3 and len(f_pos):
+        from matplotlib.colors import Normalize
+
+        k = 3 - i - j
+        lo, hi = (box[k] if box is not None else (f_pos[:, k].min(), f_pos[:, k].max() + 1e-9))
+        drawn.depth_norm = Normalize(float(lo), float(hi))
+        discs.set_cmap(DEPTH_CMAP)
+        discs.set_norm(drawn.depth_norm)
+        discs.set_array(f_pos[order, k])
     else:
         discs.set_facecolor(PLAIN_COLOUR)
     ax.add_collection(discs, autolim=False)
@@ -454,6 +472,105 @@ def plot_reconstruction(found, truth=None, ax=None, box=None, tolerance=None, ti
             ax.legend(handles=_legend_handles(drawn), labels=[f"{n} reconstructed atoms"],
                       loc="upper center", bbox_to_anchor=(0.5, -0.13), borderaxespad=0.0)
     return ax
+
+
+def plot_orthogonal(found, truth=None, box=None, tolerance=None, title=None, *,
+                    length_unit=None, radius=None):
+    """Three orthogonal views (x-y, x-z, y-z) of 3D atoms, drawn back to front.
+
+    With a truth the discs are coloured by the distance to it (as :func:`plot_reconstruction`);
+    without one, by depth: the coordinate along each view's line of sight, so that atoms in
+    front and behind, which overlap in one view, are told apart.
+
+    Parameters
+    ----------
+    found, truth, box, tolerance, length_unit, radius
+        As in :func:`plot_reconstruction` (3D atoms).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    with _style():
+        fig = _new_figure((13.2, 5.0))
+        axes = [fig.add_subplot(1, 3, k + 1) for k in range(3)]
+        drawn = None
+        names = "xyz"
+        for ax, view in zip(axes, ("xy", "xz", "yz")):
+            drawn = _draw_atoms(ax, found, truth, box, tolerance, view, radius=radius,
+                                length_unit=length_unit, depth=True)
+            i, j = VIEWS[view]
+            ax.set_title(f"{names[i]}-{names[j]} (seen along {names[3 - i - j]})")
+            if drawn.depth_norm is not None:
+                from matplotlib.cm import ScalarMappable
+
+                bar = fig.colorbar(ScalarMappable(drawn.depth_norm, DEPTH_CMAP), ax=ax,
+                                   shrink=0.7, pad=0.02, location="bottom")
+                bar.set_label(_with_unit(f"depth {names[3 - i - j]}", drawn.length_unit))
+        if drawn is not None and drawn.match is not None:
+            _distance_colorbar(fig, drawn.norm, drawn.cmap, drawn.tolerance, drawn.length_unit,
+                               axes, shrink=0.8, pad=0.02)
+            fig.legend(handles=_legend_handles(drawn), loc="outside lower center", ncol=3,
+                       title=_stats_text(drawn.match))
+        if title:
+            fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def atom_planes(positions, axis=1, bond_length=None):
+    """Group 3D atoms into planes across ``axis`` (default y, the tilt axis).
+
+    Sorted coordinates along ``axis`` are split where consecutive values are more than a third
+    of a bond length apart. Returns a list of index arrays, one per plane, in order.
+    """
+    pos = np.asarray(positions, float)
+    if len(pos) == 0:
+        return []
+    bond = bond_length or bond_length_estimate(pos) or 1.0
+    order = np.argsort(pos[:, axis], kind="stable")
+    gaps = np.diff(pos[order, axis]) > bond / 3
+    return np.split(order, np.flatnonzero(gaps) + 1)
+
+
+def plot_planes(found, truth=None, box=None, tolerance=None, *, axis=1, max_planes=16,
+                length_unit=None, title=None):
+    """One panel per atomic plane across ``axis`` (default y, the tilt axis), each seen along it.
+
+    The planes are those of the truth when given (else of the found atoms,
+    :func:`atom_planes`); every found atom is drawn in the plane nearest to it. With a truth the
+    discs are coloured by the distance to it.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if length_unit is None:
+        length_unit = _info(found, "length_unit") or _info(truth, "length_unit") or None
+    f_pos = _positions(found, "found", ndim=3)
+    t_pos = None if truth is None else _positions(truth, "truth", ndim=3)
+    ref = t_pos if t_pos is not None and len(t_pos) else f_pos
+    if tolerance is None and t_pos is not None and len(t_pos) > 1:
+        from .metrics import TOLERANCE_BONDS
+
+        tolerance = TOLERANCE_BONDS * (bond_length_estimate(t_pos) or 1.0)
+    planes = atom_planes(ref, axis)
+    if not planes:
+        raise InputError("no atoms to draw")
+    if len(planes) > max_planes:
+        raise InputError(f"{len(planes)} planes: more than max_planes={max_planes}")
+    centres = np.array([ref[p, axis].mean() for p in planes])
+    f_plane = np.argmin(np.abs(f_pos[:, [axis]] - centres[None, :]), axis=1) if len(f_pos) else []
+    view = {0: "yz", 1: "xz", 2: "xy"}[axis]
+    panels = []
+    for k, c in enumerate(centres):
+        panel = {"found": f_pos[np.asarray(f_plane) == k], "box": box,
+                 "title": f"{'xyz'[axis]} = {c:.3g}", "tolerance": tolerance}
+        if t_pos is not None:
+            panel["truth"] = t_pos[planes[k]]
+        panels.append(panel)
+    return plot_panels(panels, ncols=min(len(panels), 4), view=view, length_unit=length_unit,
+                       suptitle=title, stats=t_pos is not None)
 
 
 def plot_panels(panels, ncols=None, *, vmax=None, view="xy", panel_size=2.7, suptitle=None,

@@ -140,6 +140,13 @@ def _result(problem, method, config, alpha, seed, iterations, start, history, **
     return Reconstruction(config, info, history)
 
 
+def _with_density(recon: Reconstruction, grid: PixelGrid, image) -> Reconstruction:
+    """Keep the grid image (as a density: weight per cell volume) for ``reconstruct --density``."""
+    cell = float(np.prod(grid.spacing))
+    recon.density = (np.reshape(np.asarray(image, float), grid.shape) / cell, grid.axes)
+    return recon
+
+
 def _report_every(options, iterations, dim):
     if "report_every" in options:
         return options["report_every"]
@@ -223,10 +230,11 @@ def reconstruct_sirt(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
                  opts.get("nonnegative", True), operator=psi,
                  callback=step if callback is not None else None)
     config = picker(image)
-    return _result(problem, "sirt", config, alpha, seed, iterations, start, picker.history,
-                   grid_objective=grid_objective(psi, image, problem.data),
-                   relaxation=opts.get("relaxation", 1.0),
-                   nonnegative=opts.get("nonnegative", True), **picker.info())
+    return _with_density(
+        _result(problem, "sirt", config, alpha, seed, iterations, start, picker.history,
+                grid_objective=grid_objective(psi, image, problem.data),
+                relaxation=opts.get("relaxation", 1.0),
+                nonnegative=opts.get("nonnegative", True), **picker.info()), grid, image)
 
 
 def reconstruct_fista(problem: Problem, *, alpha=0.0, seed: int = 0, callback=None,
@@ -265,10 +273,11 @@ def reconstruct_fista(problem: Problem, *, alpha=0.0, seed: int = 0, callback=No
     w, finfo = fista(psi, problem.data, lam, max_iterations=iterations,
                      tol=opts.get("tol", 1e-5), callback=step if callback is not None else None)
     config = picker(w)
-    return _result(problem, "fista", config, alpha, seed, finfo["iterations"], start,
-                   picker.history, grid_objective=finfo["objective"], lam=lam, lam_rule=rule,
-                   converged=finfo["converged"], restarts=finfo["restarts"],
-                   lipschitz=finfo["lipschitz"], **picker.info())
+    return _with_density(
+        _result(problem, "fista", config, alpha, seed, finfo["iterations"], start,
+                picker.history, grid_objective=finfo["objective"], lam=lam, lam_rule=rule,
+                converged=finfo["converged"], restarts=finfo["restarts"],
+                lipschitz=finfo["lipschitz"], **picker.info()), grid, w)
 
 
 def reconstruct_annealing(problem: Problem, *, alpha=0.0, seed: int = 0, callback=None,

@@ -95,9 +95,12 @@ class Reconstruction:
 
     ``info`` goes to the comment line of the output atom file; it holds at least ``method``,
     ``objective``, ``data_discrepancy`` (``||A(x) - y||``), ``energy``, ``alpha``,
-    ``iterations`` and ``runtime_s``. ``history`` holds one dict per iteration.
+    ``iterations`` and ``runtime_s``. ``history`` holds one dict per iteration. ``density``,
+    for the grid methods, is ``(image, axes)``: the grid image indexed ``[ix, iy(, iz)]`` in
+    weight per unit volume and the cell centres per axis.
     """
 
     configuration: Configuration
     info: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
+    density: tuple | None = None
