@@ -112,8 +112,9 @@ def test_killed_and_resumed_layered_run_matches_uninterrupted(tmp_path, fcc55):
         if record["phase"].startswith("plane 3/") and record["iteration"] == 4:
             raise Killed
 
-    with pytest.raises(Killed):
-        reconstruct(problem, "adcg", checkpoint=ckpt, callback=kill_in_third_plane, **options)
+    with pytest.raises(Killed):  # (one process: the callback sees the planes' own iterations)
+        reconstruct(problem, "adcg", checkpoint=ckpt, callback=kill_in_third_plane, jobs=1,
+                    **options)
     assert ckpt.exists() and ckpt.with_name("run.ckpt.layer2").exists()
     # the records carry the whole particle so far, in 3D
     assert records[-1]["positions"].shape[1] == 3
@@ -135,7 +136,7 @@ def test_layers_off_is_the_direct_3d_solver(fcc55):
 def test_planes_in_worker_processes_give_the_same_result(fcc55):
     problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01, seed=2)
     options = dict(alpha=0.01, seed=3, hops=6, sweeps=2)
-    one = reconstruct(problem, "adcg", **options)
+    one = reconstruct(problem, "adcg", jobs=1, **options)
     records = []
     two = reconstruct(problem, "adcg", jobs=2, callback=records.append, **options)
     assert np.array_equal(one.configuration.positions, two.configuration.positions)
@@ -187,12 +188,13 @@ def test_neighbour_field_energy_and_gradient():
 
 
 def test_a_plane_on_top_of_its_neighbour_is_searched_again_in_its_field(fcc55):
+    from atomtomo.solvers.adcg import reconstruct_adcg
     from atomtomo.solvers.layers import LayeredRun, lift
 
     problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01, seed=1)
     layers = find_layers(problem)
-    run = LayeredRun(problem, layers, alpha=0.01, seed=0, callback=None, checkpoint=None,
-                     resume=False, options={"hops": 20, "sweeps": 2})
+    run = LayeredRun(problem, layers, solve=reconstruct_adcg, alpha=0.01, seed=0, callback=None,
+                     checkpoint=None, resume=False, options={"hops": 20, "sweeps": 2})
     bond = fcc55.info["bond_length"]
     truth_planes = []
     for k, layer in enumerate(layers):
@@ -208,3 +210,38 @@ def test_a_plane_on_top_of_its_neighbour_is_searched_again_in_its_field(fcc55):
     assert run.layer_info[2].get("restacked")
     assert match_atoms(run.done[2], truth_planes[2], 0.1 * bond).f1 == 1.0
     assert not any(run.layer_info[k].get("restacked") for k in (0, 1, 3, 4))
+
+
+def test_planes_on_a_dask_cluster_give_the_same_result(fcc55):
+    distributed = pytest.importorskip("distributed")
+    problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01, seed=2)
+    options = dict(alpha=0.01, seed=3, hops=4, sweeps=1)
+    one = reconstruct(problem, "adcg", jobs=1, **options)
+    records = []
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        two = reconstruct(problem, "adcg", scheduler=cluster.scheduler_address,
+                          callback=records.append, **options)
+    assert np.array_equal(one.configuration.positions, two.configuration.positions)
+    assert one.info["objective"] == two.info["objective"]
+    done = [r for r in records if " done (" in r["phase"]]
+    assert len(done) == 5 and all(r["milestone"] for r in done)
+
+
+def test_an_unreachable_scheduler_is_a_one_line_input_error(fcc55):
+    pytest.importorskip("distributed")
+    problem = particle_problem(fcc55, [-45, 0, 45], noise=0.01)
+    with pytest.raises(InputError, match="cannot connect"):
+        reconstruct(problem, "adcg", alpha=0.0, hops=0, scheduler="tcp://127.0.0.1:9")
+
+
+def test_the_layers_module_imports_no_solver():
+    """layers.py gets its solve function from the caller (no import cycle with adcg)."""
+    import ast
+    import inspect
+
+    from atomtomo.solvers import layers
+
+    tree = ast.parse(inspect.getsource(layers))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"adcg", "global_search", "restarts"}, imported

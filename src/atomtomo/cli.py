@@ -767,7 +767,8 @@ class _Progress:
         elif self.status and self.header is not None:
             click.echo(self.header, err=True)
             self.header, self.last_status = None, time.monotonic()
-        elif self.status and time.monotonic() - self.last_status >= self.interval:
+        elif self.status and (record.get("milestone")
+                              or time.monotonic() - self.last_status >= self.interval):
             self.last_status = time.monotonic()
             click.echo(f"{_prefix()}: {self.describe(record)}", err=True)
 
@@ -797,11 +798,14 @@ class _Progress:
               help="Trained locator model (method learned).")
 @click.option("--option", "options", type=KeyValueType(), multiple=True,
               help="Method option KEY=VALUE (repeatable), e.g. --option hops=50.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Solve the planes of a plane-by-plane 3D run on the Dask cluster of this "
+                   "scheduler (e.g. tcp://host:8786; needs atomtomo[dist]).")
 @_output_option("The reconstructed atoms (extended XYZ).")
 @_quiet_option
 @_debug_option
 def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, max_iterations,
-                checkpoint, resume, history, animate, model, options, output, quiet):
+                checkpoint, resume, history, animate, model, options, scheduler, output, quiet):
     """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
 
     Progress (iteration, atoms, objective) goes to stderr; the comment line of the output holds
@@ -822,6 +826,12 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
     kwargs = {"alpha": alpha, "seed": seed}
     if resume and checkpoint is None:
         raise InputError("--resume needs --checkpoint FILE")
+    if scheduler is not None:
+        if method != "adcg":
+            raise InputError(f"--scheduler is not supported by method {method}")
+        if not scheduler.strip():
+            raise InputError("--scheduler needs an address, e.g. tcp://host:8786")
+        kwargs["scheduler"] = scheduler.strip()
     wanted = {"initial": initial, "max_iterations": max_iterations, "checkpoint": checkpoint,
               "resume": resume or None, "model": model}
     for name, value in wanted.items():

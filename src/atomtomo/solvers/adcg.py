@@ -187,12 +187,13 @@ _OPTIONS = {
     "layers": choice("auto", "on", "off"),
     "restarts": positive_int,
     "jobs": positive_int,
+    "scheduler": str,  # address of a Dask scheduler for the planes of a plane-by-plane run
 }
 
 
 def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=None,
                      initial=None, max_iterations: int | None = None, checkpoint=None,
-                     resume: bool = False, **options) -> Reconstruction:
+                     resume: bool = False, field=None, **options) -> Reconstruction:
     """Grid-free reconstruction: ADCG followed by a global basin-hopping search.
 
     Parameters
@@ -247,7 +248,7 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         searches with seeds ``seed, seed + 1, ...``; the one with the lowest objective is the
         result, see :mod:`.restarts`; default 2 where the lattice stage runs with the default
         budget, else 1), jobs (worker processes for the planes of a plane-by-plane run, default
-        1, and for the restarts, default one per restart up to the available cores), reseed (once the search is over, when
+        one per core available, and for the restarts, default one per restart up to the available cores), reseed (once the search is over, when
         its misfit misses the discrepancy target of the file's noise level, take out and refill
         the atoms around where the data are worst explained, see :mod:`.region_reseed`;
         default on in 2D with the default budget), time_limit (seconds for the global
@@ -263,9 +264,10 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
     if layered is not None:
         return layered.run()
     jobs, restarts = options.pop("jobs", None), options.pop("restarts", None)
+    options.pop("scheduler", None)  # only the planes of a plane-by-plane run go to a cluster
     start = time.perf_counter()
     run = dict(alpha=alpha, seed=seed, initial=initial, max_iterations=max_iterations,
-               checkpoint=checkpoint, resume=resume, callback=callback, **options)
+               checkpoint=checkpoint, resume=resume, callback=callback, field=field, **options)
     driver = SearchDriver(problem, **run)
     if restarts is None:
         restarts = default_restarts(driver, options)
@@ -301,7 +303,7 @@ def _layered_run(problem, mode, initial, options, **run):
     if why_not is None:
         layers = find_layers(problem)
         if layers is not None:
-            return LayeredRun(problem, layers, options=options, **run)
+            return LayeredRun(problem, layers, solve=reconstruct_adcg, options=options, **run)
         why_not = ("the data do not split into planes across the tilt axis (the rows' profile "
                    "is not a set of resolved planes one atom wide)")
     if mode == "on":

@@ -41,6 +41,7 @@ corrects it.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,29 +267,56 @@ class NeighbourField:
         return float(phi.sum()), grad
 
 
-def _solve_plane(plane, **run):
-    """One plane's 2D reconstruction (module level, so that worker processes can run it)."""
-    from .adcg import reconstruct_adcg
-
-    return reconstruct_adcg(plane, **run)
+def available_cores() -> int:
+    """CPU cores this process may use (the affinity mask on Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class LayeredRun:
     """Reconstruct each plane in 2D, then polish the stack in 3D; resumable plane by plane.
 
+    Parameters
+    ----------
+    problem : Problem
+        The 3D single-axis problem.
+    layers : list of Layer
+        Its planes (:func:`find_layers`).
+    solve : callable
+        ``solve(problem, **run) -> Reconstruction`` with the signature of
+        :func:`~atomtomo.solvers.adcg.reconstruct_adcg` (which is what the solver passes): used
+        for every plane, for a plane searched again in its neighbours' field (keyword ``field``)
+        and for the 3D polish. It must be a module-level function so that worker processes and
+        Dask workers can unpickle it; this module imports no solver of its own.
+    alpha, seed, callback, checkpoint, resume, max_iterations
+        As for ``solve``.
+    options : dict
+        The solver's options; ``jobs`` (worker processes for the planes, default one per core
+        available) and ``scheduler`` (address of a running Dask scheduler: the planes are
+        submitted to its cluster instead) are taken out here.
+
+    Notes
+    -----
     The checkpoint ``FILE`` holds the finished planes; a plane (or the 3D polish) being worked on
     checkpoints to ``FILE.layerK`` (``FILE.polish``) through the usual solver checkpoint, so a
-    resumed run loses at most one iteration per plane in progress. With ``jobs`` > 1 the planes
-    are solved in that many worker processes; each plane's result depends only on its data, the
-    seed and the options, so the output is the same as with one.
+    resumed run loses at most one iteration per plane in progress (planes on a Dask cluster do
+    not checkpoint their own progress: the workers may not share this file system). Each plane's
+    result depends only on its data, the seed and the options, so the output is the same
+    whether the planes run here, in worker processes or on a cluster.
     """
 
-    def __init__(self, problem, layers, *, alpha, seed, callback, checkpoint, resume, options,
-                 max_iterations=None):
-        self.problem, self.layers = problem, layers
+    def __init__(self, problem, layers, *, solve, alpha, seed, callback, checkpoint, resume,
+                 options, max_iterations=None):
+        if not callable(solve):
+            raise TypeError(f"solve must be callable, got {solve!r}")
+        self.problem, self.layers, self.solve = problem, layers, solve
         self.alpha, self.seed, self.callback = alpha, seed, callback
         self.options = dict(options)
-        self.jobs = int(self.options.pop("jobs", 1) or 1)
+        jobs = self.options.pop("jobs", None)
+        self.jobs = int(jobs) if jobs else available_cores()
+        self.scheduler = self.options.pop("scheduler", None)
         self.max_iterations = max_iterations
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.resume = resume
@@ -309,8 +337,6 @@ class LayeredRun:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> Reconstruction:
-        from .adcg import reconstruct_adcg
-
         t0 = time.perf_counter()
         n = len(self.layers)
         planes = plane_problems(self.problem, self.layers)
@@ -322,18 +348,14 @@ class LayeredRun:
         per_plane.setdefault("lattice_prior", 0.0)
         run = dict(alpha=self.alpha, seed=self.seed, resume=self.resume,
                    max_iterations=self.max_iterations, **per_plane)
-        if self.jobs > 1 and len(todo) > 1:
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            with ProcessPoolExecutor(max_workers=min(self.jobs, len(todo))) as pool:
-                futures = {pool.submit(_solve_plane, planes[k], checkpoint=self._part(f"layer{k}"),
-                                       **run): k for k in todo}
-                for future in as_completed(futures):
-                    self._finish(futures[future], future.result(), t0)
+        if self.scheduler is not None and todo:
+            self._run_on_cluster(planes, todo, run, t0)
+        elif self.jobs > 1 and len(todo) > 1:
+            self._run_in_processes(planes, todo, run, t0)
         else:
             for k in todo:
-                result = _solve_plane(planes[k], checkpoint=self._part(f"layer{k}"),
-                                      callback=self._relay(k), **run)
+                result = self.solve(planes[k], checkpoint=self._part(f"layer{k}"),
+                                    callback=self._relay(k), **run)
                 self._finish(k, result, t0)
         self._restack(planes, per_plane, t0)
         # The 3D polish: ADCG add/move/prune from the stacked planes under the 3D objective (and
@@ -342,10 +364,12 @@ class LayeredRun:
         polish = {k: v for k, v in self.options.items()
                   if k in ("potential", "batch", "grid_spacing", "max_atoms", "tol", "time_limit")}
         part = self._part("polish")
-        result = reconstruct_adcg(
+        t_polish = time.perf_counter()
+        result = self.solve(
             self.problem, alpha=self.alpha, seed=self.seed, initial=stacked,
             callback=self._relay(None), checkpoint=part, resume=self.resume,
             hops=0, sweeps=0, lattice_start=False, **polish)
+        t_polish = time.perf_counter() - t_polish
         if part is not None:
             part.unlink(missing_ok=True)
         self.history.extend({"layer": "3D", **h} for h in result.history)
@@ -354,6 +378,8 @@ class LayeredRun:
         planes_info = [self.layer_info[k] for k in range(n)]
         # iterations and hops count the planes' searches and the 3D polish together
         info.update(layers=n, layer_atoms=",".join(str(i["n_atoms"]) for i in planes_info),
+                    layer_times=",".join(f"{i.get('runtime_s', 0.0):.3g}" for i in planes_info),
+                    polish_s=round(t_polish, 3),
                     start="layers", runtime_s=round(runtime, 3),
                     iterations=info["iterations"] + sum(i["iterations"] for i in planes_info),
                     hops=sum(i["hops"] for i in planes_info))
@@ -366,6 +392,42 @@ class LayeredRun:
         if any(hulls):  # planes' searches used the hull pressure (two zone axes); the polish not
             info["layer_hull"] = ",".join(f"{h:g}" for h in hulls)
         return Reconstruction(result.configuration, info, self.history)
+
+    def _run_in_processes(self, planes, todo, run, t0):
+        """The planes in ``jobs`` local worker processes, the largest first (the longest jobs
+        start first, so the last one to finish is a small one)."""
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # a worker runs one plane at a time: no nested pools for the planes' restarts
+        run = {**run, "jobs": 1}
+        order = sorted(todo, key=lambda k: -self.layers[k].atoms)
+        with ProcessPoolExecutor(max_workers=min(self.jobs, len(todo))) as pool:
+            futures = {pool.submit(self.solve, planes[k], checkpoint=self._part(f"layer{k}"),
+                                   **run): k for k in order}
+            for future in as_completed(futures):
+                self._finish(futures[future], future.result(), t0)
+
+    def _run_on_cluster(self, planes, todo, run, t0):
+        """The planes on the Dask cluster of the scheduler at ``self.scheduler``."""
+        try:
+            from distributed import Client, as_completed
+        except ImportError:
+            raise InputError("--scheduler needs dask.distributed: pip install "
+                             "'atomtomo[dist]'") from None
+        try:
+            client = Client(self.scheduler, timeout="10s", set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise InputError(f"--scheduler {self.scheduler}: cannot connect ({err})") from None
+        run = {**run, "jobs": 1, "resume": False}
+        order = sorted(todo, key=lambda k: -self.layers[k].atoms)
+        try:
+            futures = [client.submit(self.solve, planes[k], checkpoint=None, pure=False, **run)
+                       for k in order]
+            plane_of = {f.key: k for f, k in zip(futures, order)}
+            for future in as_completed(futures, loop=client.loop):
+                self._finish(plane_of[future.key], future.result(), t0)
+        finally:
+            client.close()
 
     def _restack(self, planes, per_plane, t0):
         """Re-solve, in the field of its neighbours, each plane whose atoms sit on a neighbouring
@@ -413,18 +475,25 @@ class LayeredRun:
         """Search plane ``k`` again in its neighbours' field: ``(drop of its objective in that
         field, k, result)``. When two planes clash, the one whose new search drops its objective
         more is the one in the wrong arrangement: the other one pays with its data fit."""
-        from .global_search import SearchDriver
+        from ..lattice_prior import WithLatticeWell
+        from ..potentials import make_potential
+        from .objective import AtomObjective
 
         n = len(self.layers)
         near = [self.done[j].positions for j in (k - 1, k + 1) if 0 <= j < n]
         field = NeighbourField(pair, np.concatenate(near), self.layers[k].y)
-        driver = SearchDriver(plane, alpha=self.layer_info[k]["alpha"], seed=self.seed,
-                              field=field, **per_plane)
-        result = driver.run()
-        objective, mine = driver.objective, self.done[k]
+        alpha = self.layer_info[k]["alpha"]
+        run = {key: v for key, v in per_plane.items() if key not in ("jobs", "restarts")}
+        result = self.solve(plane, alpha=alpha, seed=self.seed, field=field, restarts=1, jobs=1,
+                            **run)
+        # both arrangements judged by the plane's data, pair prior and the field, each relaxed
+        flat = make_potential(self.options.get("potential", "lj"), self.problem.bond_length, 2,
+                              species=list(self.problem.species_weights))
+        objective = AtomObjective(plane, WithLatticeWell(flat, field), alpha)
+        mine = self.done[k]
         old = objective.relax(objective.state_from(Configuration(
             mine.positions[:, [0, 2]], list(mine.species), dict(self.problem.species_weights))))
-        new = objective.state_from(result.configuration)
+        new = objective.relax(objective.state_from(result.configuration))
         return objective.value(old) - objective.value(new), k, result
 
     def _finish(self, k, result, t0):
@@ -441,12 +510,17 @@ class LayeredRun:
         part = self._part(f"layer{k}")
         if part is not None:
             part.unlink(missing_ok=True)
-        if self.callback is not None and self.jobs > 1:  # workers cannot call back: report here
+        if self.callback is not None and (self.jobs > 1 or self.scheduler is not None):
+            # workers cannot call back: report each finished plane here
             whole = self._stacked()
-            self.callback({"iteration": len(self.done), "phase": f"plane {k + 1}/{len(self.layers)}"
-                           f" done ({len(self.done)} of {len(self.layers)})",
+            elapsed = self.previous_runtime + time.perf_counter() - t0
+            self.callback({"iteration": len(self.done),
+                           "phase": f"plane {k + 1}/{len(self.layers)} done "
+                                    f"({len(self.done)} of {len(self.layers)}; "
+                                    f"{result.info['n_atoms']} atoms in "
+                                    f"{result.info['runtime_s']:.0f} s; {elapsed:.0f} s so far)",
                            "n_atoms": len(whole.positions), "positions": whole.positions,
-                           "species": whole.species})
+                           "species": whole.species, "milestone": True})
 
     def _stacked(self, extra=()):
         """The finished planes (in order) and ``extra`` configurations, as one 3D configuration."""
