@@ -938,6 +938,8 @@ def load_truth(path, ndim=None):
         ts = read_tiltseries(path)
         if ts.ground_truth is None:
             raise InputError(f"{path} is a tilt series without ground_truth")
+        if ts.length_unit and not ts.ground_truth.info.get("length_unit"):
+            ts.ground_truth.info["length_unit"] = ts.length_unit
         return ts.ground_truth, _positive_or_none(ts.bond_length), "the tilt series' bond_length"
     config = read_xyz(path, ndim=ndim)
     return config, _positive_or_none(config.info.get("bond_length")), "the truth file's bond_length"
@@ -971,6 +973,9 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
     metrics["tolerance"] = float(tolerance)
     metrics["tolerance_source"] = tolerance_source
     metrics["bond_length"] = None if bond is None else float(bond)
+    # distances are in the positions' unit: say which (the truth's, else the reconstruction's)
+    metrics["length_unit"] = (truth.info.get("length_unit") or found.info.get("length_unit")
+                              or None)
     return metrics
 
 
