@@ -53,6 +53,10 @@ COUNTED = [
     ("dislocation fits", "dislocation_fit.py", "fit_dislocations"),
 ]
 
+class Stopped(Exception):
+    """The run was stopped (``--limit`` or SIGTERM); the profile so far is reported."""
+
+
 STAGE_MARKERS = {"lattice", "strain", "grains", "dislocation", "reseed", "alpha"}
 
 
@@ -68,6 +72,8 @@ class StageClock:
         self.by_stage = defaultdict(float)
         self.stage = {}  # per restart / plane: the stage its hops belong to
         self.records = 0
+        self.plane_time = defaultdict(float)  # "plane k/n" -> seconds
+        self.plane_last_atoms = {}  # "plane k/n" -> atoms of the stack at its last record
 
     def __call__(self, record):
         now = time.perf_counter()
@@ -76,6 +82,9 @@ class StageClock:
         phase = str(record.get("phase", ""))
         # plane-by-plane runs prefix "plane k/n: " or "3D polish: "
         where, _, phase = phase.rpartition(": ")
+        if where.startswith("plane "):
+            self.plane_time[where] += dt
+            self.plane_last_atoms[where] = int(record.get("n_atoms", 0))
         where = "3D polish" if where.startswith("3D") else ("plane" if where else "")
         key = (where, record.get("restart"))
         if phase in STAGE_MARKERS:
@@ -177,6 +186,9 @@ def main(argv=None):
     parser.add_argument("--option", action="append", default=[],
                         help="solver option KEY=VALUE (repeatable)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--limit", type=float, default=None,
+                        help="stop the run after this many seconds (or at SIGTERM) and report "
+                             "the profile so far")
     args = parser.parse_args(argv)
 
     from atomtomo.metrics import TOLERANCE_BONDS, match_atoms
@@ -209,24 +221,54 @@ def main(argv=None):
     clock = StageClock()
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
+    import signal
+
+    def stop(signum, frame):
+        raise Stopped
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGALRM, stop)
+    if args.limit:
+        signal.setitimer(signal.ITIMER_REAL, args.limit)
+    rec = None
     profiler.enable()
-    rec = reconstruct(problem, "adcg", alpha="auto", seed=0, callback=clock, **options)
-    profiler.disable()
+    try:
+        rec = reconstruct(problem, "adcg", alpha="auto", seed=0, callback=clock, **options)
+    except Stopped:
+        pass
+    finally:
+        profiler.disable()
+        signal.setitimer(signal.ITIMER_REAL, 0)
     wall = time.perf_counter() - t0
     stats = pstats.Stats(profiler)
     bond = truth.info.get("bond_length") or truth.info.get("spacing")
-    m = match_atoms(rec.configuration, truth, TOLERANCE_BONDS * bond)
-    out = {"case": args.case, "n_true": truth.n_atoms, "n_found": rec.configuration.n_atoms,
-           "f1": round(m.f1, 4), "wall_s_profiled": round(wall, 1),
-           "info": {k: v for k, v in rec.info.items()
-                    if isinstance(v, (int, float, str, bool)) and len(str(v)) < 400},
+    out = {"case": args.case, "n_true": truth.n_atoms, "finished": rec is not None,
+           "wall_s_profiled": round(wall, 1), "records": clock.records}
+    if rec is not None:
+        m = match_atoms(rec.configuration, truth, TOLERANCE_BONDS * bond)
+        loose = match_atoms(rec.configuration, truth, 0.5)
+        out.update(n_found=rec.configuration.n_atoms, f1=round(m.f1, 4),
+                   within_05=round(loose.recall, 4), spurious_05=round(1 - loose.precision, 4),
+                   species_accuracy=loose.species_accuracy,
+                   info={k: v for k, v in rec.info.items()
+                         if isinstance(v, (int, float, str, bool)) and len(str(v)) < 400})
+    out.update({
            "by_stage_s": {k: round(v, 2) for k, v in sorted(clock.by_stage.items(),
                                                             key=lambda kv: -kv[1])},
            "by_move": {k: {"s": round(clock.by_move[k], 2), "hops": clock.count_move[k],
                            "accepted": clock.accepted_move[k]} for k in clock.by_move},
            "counts": counts(stats), "top_own": top_own_time(stats),
-           "top_cumulative": top_cumulative_atomtomo(stats)}
-    if "layer_atoms" in rec.info:
+           "top_cumulative": top_cumulative_atomtomo(stats)})
+    if clock.plane_time:  # planes run in order (jobs=1): a plane's atoms = growth of the stack
+        labels = sorted(clock.plane_time, key=lambda k: int(k.split()[1].split("/")[0]))
+        before, planes = 0, []
+        for label in labels:
+            planes.append({"plane": label, "seconds": round(clock.plane_time[label], 2),
+                           "atoms_at_end": clock.plane_last_atoms[label] - before})
+            before = clock.plane_last_atoms[label]
+        out["planes_clock"] = planes
+        print("planes (clock):", [(p["plane"], p["atoms_at_end"], p["seconds"]) for p in planes])
+    if rec is not None and "layer_atoms" in rec.info:
         atoms = [int(a) for a in str(rec.info["layer_atoms"]).split(",")]
         times = [float(t) for t in str(rec.info["layer_times"]).split(",")]
         out["planes"] = [{"atoms": a, "seconds": t} for a, t in zip(atoms, times)]
@@ -234,8 +276,10 @@ def main(argv=None):
         if len(big) >= 3:
             slope = np.polyfit(np.log([a for a, _ in big]), np.log([t for _, t in big]), 1)[0]
             out["plane_time_exponent"] = round(float(slope), 2)
-    print(json.dumps({k: out[k] for k in ("case", "n_true", "n_found", "f1", "wall_s_profiled",
-                                          "by_stage_s", "by_move")}, indent=1))
+    print(json.dumps({k: out.get(k) for k in ("case", "n_true", "finished", "n_found", "f1",
+                                              "within_05", "spurious_05", "species_accuracy",
+                                              "wall_s_profiled", "records", "by_stage_s",
+                                              "by_move")}, indent=1, default=str))
     print(json.dumps(out["counts"], indent=1))
     for r in out["top_own"][:15]:
         print(f"{r['own_s']:8.2f} s {r['own_share']:6.1%} {r['calls']:9d}  {r['function']}")

@@ -277,3 +277,20 @@ def test_planes_seen_as_shoulders_are_found_in_a_decahedron_and_the_measured_cro
         weight = [sum(w[s] for s, yy in zip(truth.species, truth.positions[:, 1])
                       if abs(yy - g.mean()) < 0.6) / min(w.values()) for g in groups]
         assert np.allclose([l.atoms for l in layers], weight, rtol=0.05, atol=0.5)
+
+
+def test_cli_scheduler_is_for_adcg_only(tmp_path):
+    from click.testing import CliRunner
+
+    from atomtomo.cli import cli
+    from atomtomo.tiltseries import write_tiltseries
+
+    truth = build_phantom("fcc-particle", {"size": 1})
+    geo = Geometry.from_angles(3, np.radians([-45, 0, 45]), (40, 40), 0.4)
+    path = tmp_path / "p.h5"
+    write_tiltseries(simulate_tiltseries(truth, geo, sigma=0.4, seed=0), path)
+    result = CliRunner().invoke(cli, ["reconstruct", str(path), "--method", "sirt",
+                                      "--scheduler", "tcp://127.0.0.1:9", "-o",
+                                      str(tmp_path / "o.xyz")])
+    assert result.exit_code == 2 and "--scheduler is not supported by method sirt" in result.output
+    assert not (tmp_path / "o.xyz").exists()
