@@ -131,10 +131,10 @@ def crop(radius, data=None):
     return build_phantom("measured", params)
 
 
-#: Scaling series: decahedra (Marks) of about 500, 1500 and 5000 atoms.
-SCALING = [("decahedron ~500", {"p": 5, "q": 3, "r": 2}),
-           ("decahedron ~1500", {"p": 7, "q": 5, "r": 2}),
-           ("decahedron ~5000", {"p": 11, "q": 7, "r": 3})]
+#: Scaling series: Marks decahedra of 524, 1428 and 5150 atoms (Pd core, Pt shell).
+SCALING = [("decahedron 524", {"p": 4, "q": 2, "r": 2}),
+           ("decahedron 1428", {"p": 6, "q": 4, "r": 2}),
+           ("decahedron 5150", {"p": 9, "q": 6, "r": 3})]
 
 
 def main(argv=None):
