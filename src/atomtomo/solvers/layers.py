@@ -28,8 +28,16 @@ which is small, so the search is fast. The planes are reassembled in 3D and poli
 an ADCG pass under the full 3D objective (add, move, prune; the ``alpha`` ladder for
 ``--alpha auto``), which lets atoms leave their plane's height.
 
+Where. The planes are independent 2D problems: :class:`LayeredRun` solves them with the solve
+function it is given (the solver passes :func:`~atomtomo.solvers.adcg.reconstruct_adcg`; this
+module imports no solver), in worker processes (``jobs``, default one per core) or on a running
+Dask cluster (``scheduler``); the result does not depend on where a plane ran.
+
 When. :func:`find_layers` fits the row profile with one pixel-averaged Gaussian per plane,
-``q(y) = sum_k m_k B(y - y_k)``, started at its peaks, and accepts the data as layered only when
+``q(y) = sum_k m_k B(y - y_k)``, started at its peaks and given a further component wherever
+the fit leaves more than the noise floor unexplained (planes across a <110> axis are only 2.7
+atom widths apart, and one lighter than its neighbour is a shoulder of the profile, not a
+peak), and accepts the data as layered only when
 the planes are resolved (adjacent heights at least :data:`MIN_GAP` atom widths apart) and the
 fit explains the profile (residual at most :data:`MAX_RESIDUAL` of it); otherwise the solver
 works on the 3D problem directly. The 2D problems use the file's bond length as the in-plane
