@@ -15,7 +15,7 @@ from atomtomo.errors import InputError
 from atomtomo.metrics import match_atoms, match_pairs
 
 KEYS = ["n_true", "n_found", "n_matched", "precision", "recall", "f1", "mean_distance",
-        "max_distance", "rmsd"]
+        "max_distance", "rmsd", "median_distance"]
 
 
 def test_counts_and_distances():
@@ -132,9 +132,11 @@ def test_species_accuracy():
     r = match_atoms(found, truth, 0.1)
     assert r.n_matched == 3 and r.species_accuracy == pytest.approx(2 / 3)
     assert r.as_dict()["species_accuracy"] == pytest.approx(2 / 3)
-    # one species in the truth: no species accuracy
+    # one species on both sides: no species accuracy; one in the truth but two found (a crop
+    # of one species reconstructed with two allowed): the matched atoms' species are scored
     one = Configuration(truth.positions, ["Pt"] * 4)
-    assert match_atoms(found, one, 0.1).species_accuracy is None
+    assert match_atoms(Configuration(found.positions, ["Pt"] * 4), one, 0.1).species_accuracy is None
+    assert match_atoms(found, one, 0.1).species_accuracy == 1.0
     # plain arrays carry no species
     assert match_atoms(found.positions, truth, 0.1).species_accuracy is None
 
@@ -186,3 +188,26 @@ def test_3000_atoms_in_3d():
 def test_bad_input(found, truth, tol, fragment):
     with pytest.raises(InputError, match=fragment):
         match_atoms(found, truth, tol)
+
+
+def test_per_species_precision_recall_and_species_accuracy():
+    from atomtomo.configuration import Configuration
+
+    w = {"Pt": 1.0, "Pd": 0.4}
+    truth = Configuration([[0, 0, 0], [3, 0, 0], [6, 0, 0], [9, 0, 0]], ["Pt", "Pt", "Pd", "Pd"], w)
+    # one Pd found as Pt, one Pd missed, one spurious Pd, positions 0.01-0.03 off
+    found = Configuration([[0.01, 0, 0], [3.02, 0, 0], [6.03, 0, 0], [20, 0, 0]],
+                          ["Pt", "Pt", "Pt", "Pd"], w)
+    r = match_atoms(found, truth, 0.3)
+    assert r.n_matched == 3 and r.species_accuracy == pytest.approx(2 / 3)
+    assert r.median_distance == pytest.approx(0.02)
+    d = r.as_dict()
+    assert d["precision_Pt"] == pytest.approx(2 / 3) and d["recall_Pt"] == 1.0
+    assert d["precision_Pd"] == 0.0 and d["recall_Pd"] == 0.0
+    assert d["n_true_Pd"] == 2 and d["n_found_Pd"] == 1
+    # a truth of one species with a found atom of another: species accuracy is still reported
+    r1 = match_atoms(Configuration([[0, 0, 0]], ["Pt"], w), Configuration([[0, 0, 0]], ["Pd"], w),
+                     0.3)
+    assert r1.species_accuracy == 0.0
+    # positions only: no species keys
+    assert "species_accuracy" not in match_atoms([[0, 0]], [[0, 0]], 0.1).as_dict()

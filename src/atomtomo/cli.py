@@ -1000,7 +1000,8 @@ class _Progress:
         elif self.status and self.header is not None:
             click.echo(self.header, err=True)
             self.header, self.last_status = None, time.monotonic()
-        elif self.status and time.monotonic() - self.last_status >= self.interval:
+        elif self.status and (record.get("milestone")
+                              or time.monotonic() - self.last_status >= self.interval):
             self.last_status = time.monotonic()
             click.echo(f"{_prefix()}: {self.describe(record)}", err=True)
 
@@ -1052,11 +1053,14 @@ def _adcg_options_help() -> str:
 @click.option("--analyse", "analyse_atoms", is_flag=True,
               help="Add per-atom columns structure, coordination, surface and interstitial to "
                    "the output (atomtomo analyse).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Solve the planes of a plane-by-plane 3D run on the Dask cluster of this "
+                   "scheduler (e.g. tcp://host:8786; needs atomtomo[dist]).")
 @_output_option("The reconstructed atoms (extended XYZ).")
 @_quiet_option
 @_debug_option
 def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, max_iterations,
-                checkpoint, resume, history, animate, model, options, density_out,
+                checkpoint, resume, history, animate, model, options, scheduler, density_out,
                 confidence_runs, analyse_atoms, output, quiet):
     """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
 
@@ -1082,6 +1086,12 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
     if confidence_runs is not None and checkpoint is not None:
         raise InputError("--confidence runs the method several times; it cannot share one "
                          "--checkpoint (run the seeds separately and use atomtomo confidence)")
+    if scheduler is not None:
+        if method != "adcg":
+            raise InputError(f"--scheduler is not supported by method {method}")
+        if not scheduler.strip():
+            raise InputError("--scheduler needs an address, e.g. tcp://host:8786")
+        kwargs["scheduler"] = scheduler.strip()
     wanted = {"initial": initial, "max_iterations": max_iterations, "checkpoint": checkpoint,
               "resume": resume or None, "model": model}
     for name, value in wanted.items():
@@ -1306,6 +1316,8 @@ def load_truth(path, ndim=None):
         ts = read_tiltseries_any(path)
         if ts.ground_truth is None:
             raise InputError(f"{path} is a tilt series without ground_truth")
+        if ts.length_unit and not ts.ground_truth.info.get("length_unit"):
+            ts.ground_truth.info["length_unit"] = ts.length_unit
         return ts.ground_truth, _positive_or_none(ts.bond_length), "the tilt series' bond_length"
     config = _read_atoms(path, ndim=ndim)
     return config, _positive_or_none(config.info.get("bond_length")), "the truth file's bond_length"
@@ -1346,6 +1358,9 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
     metrics["tolerance"] = float(tolerance)
     metrics["tolerance_source"] = tolerance_source
     metrics["bond_length"] = None if bond is None else float(bond)
+    # distances are in the positions' unit: say which (the truth's, else the reconstruction's)
+    metrics["length_unit"] = (truth.info.get("length_unit") or found.info.get("length_unit")
+                              or None)
     return metrics
 
 

@@ -10,7 +10,14 @@ keeps the cost near-linear for well-separated atoms (thousands of atoms in 3D ta
 second).
 
 Then ``precision = n_matched / n_found``, ``recall = n_matched / n_true`` and
-``f1 = 2 n_matched / (n_found + n_true)``; distances are over the matched pairs.
+``f1 = 2 n_matched / (n_found + n_true)``; distances are over the matched pairs, in the unit of
+the positions (the data's length unit).
+
+With species on both sides, the *species accuracy* is the fraction of matched pairs whose
+species agree, and each species ``s`` has its own precision and recall: a found atom labelled
+``s`` counts when it is matched to a true atom of species ``s``, so
+``precision_s = n_s(matched, same species) / n_s(found)`` and
+``recall_s = n_s(matched, same species) / n_s(true)`` — position and species right together.
 """
 
 from __future__ import annotations
@@ -51,7 +58,13 @@ class MatchResult:
     found_matched : (n_found,) bool ndarray
     true_matched : (n_true,) bool ndarray
     species_accuracy : float or None
-        Fraction of matched pairs with the same species, when the truth has several species.
+        Fraction of matched pairs with the same species, when both sides carry species and
+        more than one species name occurs between them.
+    median_distance : float
+        Median distance over the matched pairs (NaN when nothing matched).
+    per_species : dict
+        ``{species: {"n_true", "n_found", "n_matched", "precision", "recall"}}`` (matched with
+        the same species; see the module docstring), when species accuracy is defined.
     """
 
     n_true: int
@@ -69,6 +82,8 @@ class MatchResult:
     found_matched: np.ndarray = field(repr=False)
     true_matched: np.ndarray = field(repr=False)
     species_accuracy: float | None = None
+    median_distance: float = float("nan")
+    per_species: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """The scalar metrics (what ``atomtomo evaluate --json`` prints)."""
@@ -83,8 +98,12 @@ class MatchResult:
             "max_distance": self.max_distance,
             "rmsd": self.rmsd,
         }
+        out["median_distance"] = self.median_distance
         if self.species_accuracy is not None:
             out["species_accuracy"] = self.species_accuracy
+        for name, scores in self.per_species.items():  # flat keys: one table row each
+            for key, value in scores.items():
+                out[f"{key}_{name}"] = value
         return out
 
 
@@ -185,9 +204,19 @@ def match_atoms(found, truth, tolerance) -> MatchResult:
     true_matched = np.zeros(n_t, bool)
     true_matched[pairs[:, 1]] = True
 
-    species_accuracy = None
-    if t_sp is not None and len(set(t_sp.tolist())) > 1 and f_sp is not None and k:
-        species_accuracy = float(np.mean(f_sp[pairs[:, 0]] == t_sp[pairs[:, 1]]))
+    species_accuracy, per_species = None, {}
+    if (t_sp is not None and f_sp is not None
+            and len(set(t_sp.tolist()) | set(f_sp.tolist())) > 1):
+        same = f_sp[pairs[:, 0]] == t_sp[pairs[:, 1]] if k else np.zeros(0, bool)
+        species_accuracy = float(np.mean(same)) if k else None
+        right = f_sp[pairs[same, 0]] if k else np.zeros(0, object)
+        for name in sorted(set(t_sp.tolist()) | set(f_sp.tolist()), key=str):
+            n_sf, n_st = int(np.sum(f_sp == name)), int(np.sum(t_sp == name))
+            n_sm = int(np.sum(right == name))
+            per_species[str(name)] = {
+                "n_true": n_st, "n_found": n_sf, "n_matched": n_sm,
+                "precision": n_sm / n_sf if n_sf else (1.0 if n_st == 0 else 0.0),
+                "recall": n_sm / n_st if n_st else (1.0 if n_sf == 0 else 0.0)}
 
     nan = float("nan")
     return MatchResult(
@@ -206,4 +235,6 @@ def match_atoms(found, truth, tolerance) -> MatchResult:
         found_matched=found_matched,
         true_matched=true_matched,
         species_accuracy=species_accuracy,
+        median_distance=float(np.median(d)) if k else nan,
+        per_species=per_species,
     )

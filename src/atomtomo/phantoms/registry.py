@@ -32,6 +32,7 @@ from .defects import (
 )
 from .lattices2d import DEFAULT_MARGIN, LATTICES, hexagonal_lattice, jitter, square_lattice
 from .measured import load_measured
+from .particles3d import crystal_particle, decahedron, icosahedron, turn_and_crop
 from .nanoparticles import (
     alloy_particle,
     bcc_particle,
@@ -41,7 +42,7 @@ from .nanoparticles import (
 )
 
 #: Float parameters that are angles: their string values may end in "deg".
-ANGLE_PARAMS = {"rotation", "theta", "normal_angle"}
+ANGLE_PARAMS = {"rotation", "theta", "normal_angle", "misalign"}
 
 
 def random_lattice(
@@ -79,9 +80,23 @@ def stacking_fault_particle(
     return cfg
 
 
-def measured(path: str, exponent: float = 1.7) -> Configuration:
-    """A measured AET atom model from an extended XYZ file (angstrom), centred."""
-    return load_measured(path, exponent)
+def measured(path: str, exponent: float = 1.7, axis: str = "none", radius: float | None = None,
+             misalign: float = 0.0, seed: int = 0) -> Configuration:
+    """A measured AET atom model from an extended XYZ file (angstrom), centred.
+
+    ``axis`` ("x", "y", "z" or "none"): the file's axis turned onto the tilt axis ``y`` (the
+    Pd@Pt decahedron's five-fold axis is its ``z``); ``radius``: keep the atoms within this
+    distance (angstrom) of the centroid; ``misalign``: a further rotation (radians, ``0.5deg``)
+    about a random axis drawn from ``seed``.
+    """
+    config = load_measured(path, exponent)
+    key = str(axis).strip().lower()
+    if key not in ("x", "y", "z", "none"):
+        raise InputError(f"axis must be x, y, z or none, got {axis!r}")
+    if key == "none" and radius is None and not misalign:
+        return config
+    vector = {"x": (1, 0, 0), "y": (0, 1, 0), "z": (0, 0, 1), "none": (0, 1, 0)}[key]
+    return turn_and_crop(config, vector, radius, misalign, seed)
 
 
 #: name -> (builder, ndim)
@@ -103,6 +118,9 @@ _ENTRIES = {
     "twin-particle": (twin_particle, 3),
     "stacking-fault-particle": (stacking_fault_particle, 3),
     "measured": (measured, 3),
+    "decahedron": (decahedron, 3),
+    "icosahedron": (icosahedron, 3),
+    "crystal-particle": (crystal_particle, 3),
 }
 
 #: Phantom name -> builder function.

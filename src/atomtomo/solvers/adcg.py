@@ -28,7 +28,7 @@ from .restarts import default_restarts, run_restarts
 @time_limited("time_limit")  # the whole run: every stage, restart and polish
 def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=None,
                      initial=None, max_iterations: int | None = None, checkpoint=None,
-                     resume: bool = False, **options) -> Reconstruction:
+                     resume: bool = False, field=None, **options) -> Reconstruction:
     """Grid-free reconstruction: ADCG followed by a global basin-hopping search.
 
     Parameters
@@ -49,6 +49,9 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
         Save the full search state there after every iteration (atomically).
     resume : bool
         Continue from ``checkpoint`` if it exists.
+    field : energy term, optional
+        A fixed one-body term added to the prior (a plane-by-plane run passes the neighbouring
+        planes' atoms as a :class:`~.layers.NeighbourField`).
     **options
         The method's options (``--option KEY=VALUE``), listed below with their defaults
         (:data:`~atomtomo.solvers.adcg_options.ADCG_OPTIONS`).
@@ -60,9 +63,10 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
     if layered is not None:
         return layered.run()
     jobs, restarts = options.pop("jobs", None), options.pop("restarts", None)
+    options.pop("scheduler", None)  # only the planes of a plane-by-plane run go to a cluster
     start = time.perf_counter()
     run = dict(alpha=alpha, seed=seed, initial=initial, max_iterations=max_iterations,
-               checkpoint=checkpoint, resume=resume, callback=callback, **options)
+               checkpoint=checkpoint, resume=resume, callback=callback, field=field, **options)
     driver = SearchDriver(problem, **run)
     if restarts is None:
         restarts = default_restarts(driver, options)
@@ -107,8 +111,7 @@ def _layered_run(problem, mode, initial, options, **run):
     if why_not is None:
         layers = find_layers(problem)
         if layers is not None:
-            # once layers.py takes its solve function (issue 38): add solve=reconstruct_adcg
-            return LayeredRun(problem, layers, options=options, **run)
+            return LayeredRun(problem, layers, solve=reconstruct_adcg, options=options, **run)
         why_not = ("the data do not split into planes across the tilt axis (the rows' profile "
                    "is not a set of resolved planes one atom wide)")
     if mode == "on":

@@ -19,6 +19,14 @@ from .options import (Option, boolean, choice, non_negative_float, non_negative_
 #: The interatomic potentials (:data:`atomtomo.potentials.POTENTIALS`; a test keeps them equal).
 POTENTIAL_NAMES = ("none", "lj", "emt")
 
+def scheduler_address(value):
+    """A Dask scheduler's address: a non-empty string."""
+    text = str(value).strip()
+    if not text:
+        raise ValueError(value)
+    return text
+
+
 ADCG_OPTIONS = (
     Option("potential", choice(*POTENTIAL_NAMES), "lj",
            "interatomic potential of the energy term: lj (Lennard-Jones), emt (3D metals), none"),
@@ -72,9 +80,12 @@ ADCG_OPTIONS = (
            "2 where the lattice stage runs with the default hops, else 1",
            "independent searches with seeds seed, seed + 1, ...; the lowest objective wins",
            resumable=False),
-    Option("jobs", positive_int, "planes 1; restarts one per restart up to the cores",
+    Option("jobs", positive_int, "one per core (planes); one per restart up to the cores",
            "worker processes for the planes of a plane-by-plane run and for the restarts",
            resumable=False),
+    Option("scheduler", scheduler_address, "none",
+           "address of a running Dask scheduler (tcp://host:8786) that solves the planes of a "
+           "plane-by-plane run", resumable=False),
 )
 
 #: The options a search's checkpoint records and checks on resume (its settings).
