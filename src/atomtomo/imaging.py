@@ -190,14 +190,66 @@ def estimate_sigma(signal, pixel_size: float) -> float:
     return guess
 
 
-def estimate_scale(signal, pixel_size: float, sigma: float, *, weight: float = 1.0) -> float:
+#: Atoms per bond_length^ndim of condensed matter: 2D between the square (1) and hexagonal
+#: (1.155) lattices, 3D between bcc (1.299) and fcc/hcp (1.414); amorphous metals lie between.
+PACKING = {2: 1.07, 3: 1.36}
+
+
+def support_measure(signal, geometry, bond_length: float, *, threshold: float = 0.1) -> float:
+    """Area (2D) or volume (3D) the atoms occupy, from the projections' supports alone.
+
+    Every projection confines the atoms to a strip (2D) or slab (3D) ``lo <= x . e <= hi`` where
+    its background-free signal exceeds ``threshold`` times its maximum; each strip is widened by
+    a quarter bond length on each side (an atom's cell reaches half a bond length beyond its
+    centre, the threshold crossing lies about two atom widths beyond it) and their intersection
+    (a convex polytope, :class:`scipy.spatial.HalfspaceIntersection`) is measured.
+    """
+    from scipy.spatial import ConvexHull, HalfspaceIntersection
+
+    signal = np.asarray(signal, float)
+    pad = bond_length / 4
+    halfspaces = []
+    for a in range(geometry.n_angles):
+        frame = np.atleast_2d(geometry.directions[a])
+        axes = [(frame[0], -1)] if geometry.ndim == 2 else [(frame[0], 1), (frame[1], 0)]
+        img = signal[a]
+        for e, axis in axes:
+            profile = img if img.ndim == 1 else img.sum(axis=axis)
+            above = np.nonzero(profile > threshold * profile.max())[0]
+            if len(above) == 0:
+                continue
+            c = geometry.pixel_centres(-1 if (geometry.ndim == 2 or axis == 0) else 0)
+            lo, hi = c[above[0]] - pad, c[above[-1]] + pad
+            halfspaces.append(np.append(e, -hi))   # e.x - hi <= 0
+            halfspaces.append(np.append(-e, lo))   # lo - e.x <= 0
+    halfspaces = np.array(halfspaces)
+    try:
+        # an interior point: the centre of the box the strips span along the coordinate axes
+        centre = np.linalg.lstsq(halfspaces[:, :-1], -halfspaces[:, -1], rcond=None)[0] * 0
+        res = optimize.linprog(np.r_[np.zeros(geometry.ndim), -1.0],
+                               A_ub=np.c_[halfspaces[:, :-1],
+                                          np.linalg.norm(halfspaces[:, :-1], axis=1)],
+                               b_ub=-halfspaces[:, -1], bounds=[(None, None)] * geometry.ndim
+                               + [(0, None)], method="highs")
+        centre = res.x[:-1] if res.status == 0 else centre
+        hull = ConvexHull(HalfspaceIntersection(halfspaces, centre).intersections)
+    except Exception:  # degenerate support (one angle, too few pixels): no estimate
+        return float("nan")
+    return float(hull.volume)
+
+
+def estimate_scale(signal, pixel_size: float, sigma: float, *, weight: float = 1.0,
+                   expected_count: float | None = None) -> float:
     """Intensity scale from the data alone: the quantum of the peaks' integrated intensities.
 
     A column of ``n`` atoms (weight ``w``) integrates to ``n * w * s``. Among the peaks whose
-    fitted width is within 25 % of ``sigma`` (resolved columns), the largest ``q`` for which the
-    integrals lie near integer multiples of ``q`` (the comb score ``mean cos(2 pi I / q)`` within
-    90 % of its best value over ``q`` up to the smallest integrals) is the intensity of one atom.
-    Returns ``s = q / weight``.
+    fitted width is within 25 % of ``sigma`` (resolved columns), a quantum ``q`` explains the
+    integrals when they lie near integer multiples of it: the comb score ``mean cos(2 pi I / q)``
+    is high. Every fraction ``q / k`` of a good quantum scores as well, so the choice among the
+    good ones (score within 80 % of the best) needs one more fact: with ``expected_count`` (an
+    atom count, e.g. from :func:`support_measure` and the bond length) the one whose count
+    ``mass / q`` is nearest to it, or ``mass / expected_count`` itself when none is within 30 %
+    (overlapping columns blur the quantisation); without it, the largest. Returns ``s = q / weight``.
     """
     sigmas, integrals = peak_widths(signal, pixel_size, sigma_guess=sigma)
     keep = (np.abs(sigmas - sigma) < 0.25 * sigma) & (integrals > 0)
@@ -207,17 +259,26 @@ def estimate_scale(signal, pixel_size: float, sigma: float, *, weight: float = 1
     if len(values) == 0:
         raise InputError("cannot estimate the intensity scale: no resolved peak in the data; "
                          "give --intensity-scale")
-    low = float(np.percentile(values, 10))
-    grid = np.linspace(low / 8, 1.15 * low, 600)
+    d = np.asarray(signal).ndim - 1
+    mass = float(np.mean(np.asarray(signal, float).reshape(len(signal), -1).sum(axis=1))
+                 * pixel_size ** d)
+    high = float(np.percentile(values, 10)) * 1.15
+    grid = np.geomspace(high / 40, high, 1500)
     score = np.array([np.mean(np.cos(2 * np.pi * values / q)) for q in grid])
     best = score.max()
-    if best < 0.3:  # no quantisation visible: the weakest peaks are taken as single atoms
-        return low / weight
-    good = np.nonzero(score >= 0.9 * best)[0]
-    # the largest q of the top group; then refine it as the least-squares quantum
-    q = float(grid[good[-1]])
+    peaks = np.nonzero((score >= 0.8 * best) & (score >= np.r_[-np.inf, score[:-1]])
+                       & (score >= np.r_[score[1:], -np.inf]))[0]
+    if best < 0.3 or len(peaks) == 0:
+        q = high / 1.15  # no quantisation visible: the weakest peaks are taken as one atom
+    elif expected_count and math.isfinite(expected_count) and expected_count > 0:
+        target = mass / expected_count
+        q = float(grid[peaks[np.argmin(np.abs(np.log(grid[peaks] / target)))]])
+        if abs(math.log(q / target)) > math.log(1.3):  # no quantum near the count: trust it
+            return target / weight
+    else:
+        q = float(grid[peaks[-1]])
     n = np.maximum(np.round(values / q), 1)
-    q = float(np.sum(values * n) / np.sum(n * n))
+    q = float(np.sum(values * n) / np.sum(n * n))  # the least-squares quantum
     return q / weight
 
 
