@@ -631,7 +631,8 @@ def simulate_tiltseries(config: Configuration, geometry: Geometry, sigma, *, noi
         ground_truth=config.copy(),
         intensity_scale=(AUTO if "intensity_scale" in unknown
                          else (None if intensity_scale is None else scale)),
-        background=AUTO if bg is not None else None,  # a background of known shape has no attribute
+        # a background present is unknown to a reader (the spec has no attribute for a known one)
+        background=AUTO if bg is not None or "background" in unknown else None,
     )
     if "atom_sigma" in unknown:
         ts.attrs["true_atom_sigma"] = model.sigma
