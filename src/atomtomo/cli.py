@@ -1335,7 +1335,9 @@ def _import_options(f):
     f = click.option("--length-unit", default=None, help="Length unit, e.g. angstrom.")(f)
     f = click.option("--bond-length", type=POSITIVE, default=None,
                      help="Nearest-neighbour distance of the material.")(f)
-    f = click.option("--sigma", type=POSITIVE, default=None, help="Atom width (atom_sigma).")(f)
+    f = click.option("--sigma", type=POSITIVE_OR_AUTO, default=None,
+                     help="Atom width (atom_sigma); default 'auto' (estimated when "
+                          "reconstructing).")(f)
     f = click.option("--ndim", type=NDIM, default="3", show_default=True,
                      help="3: a stack of 2D images; 2: a stack of 1D profiles.")(f)
     f = click.option("--pixel-size", type=POSITIVE, default=None,
@@ -1370,7 +1372,9 @@ def _run_import(importer, stack, angles, pixel_size, ndim, sigma, bond_length, l
 
 @cli.command("import-aet")
 @click.argument("source", metavar="AET.h5")
-@click.option("--sigma", type=POSITIVE, default=None, help="Atom width (atom_sigma), angstrom.")
+@click.option("--sigma", type=POSITIVE_OR_AUTO, default=None,
+              help="Atom width (atom_sigma), angstrom; default 'auto' (estimated when "
+                   "reconstructing).")
 @click.option("--bond-length", type=POSITIVE, default=None,
               help="Nearest-neighbour distance of the material, angstrom.")
 @_output_option("The tilt series to write (HDF5).")

@@ -675,7 +675,7 @@ def _stack_to_projections(data, n_angles, ndim, where) -> np.ndarray:
 
 
 def _imported(data, angles, pixel_size, ndim, where, *, atom_sigma, bond_length, box,
-              species_weights, length_unit) -> TiltSeries:
+              species_weights, length_unit, frames=None) -> TiltSeries:
     try:
         angles = np.atleast_1d(np.asarray(angles, dtype=float))
     except (TypeError, ValueError):
@@ -686,11 +686,18 @@ def _imported(data, angles, pixel_size, ndim, where, *, atom_sigma, bond_length,
         raise InputError("angles contain NaN or infinite values")
     proj = _stack_to_projections(data, len(angles), ndim, where)
     pixel_size = _scalar(pixel_size, "pixel size", where)
-    geometry = Geometry.from_angles(ndim, angles, proj.shape[1:], pixel_size)
+    if frames is None:
+        geometry = Geometry.from_angles(ndim, angles, proj.shape[1:], pixel_size)
+    else:
+        geometry = Geometry.from_directions(ndim, frames, proj.shape[1:], pixel_size,
+                                            angles=angles)
+    # Measured data: what the caller does not give is unknown (spec section 3, "auto").
     ts = TiltSeries(
         projections=proj,
         geometry=geometry,
-        atom_sigma=None if atom_sigma is None else _scalar(atom_sigma, "atom_sigma", where),
+        atom_sigma=AUTO if atom_sigma is None else _number_or_auto(atom_sigma, "atom_sigma", where),
+        intensity_scale=AUTO,
+        background=AUTO,
         species_weights=_species_weights(species_weights, where),
         box=box_array(box, ndim, where),
         bond_length=None if bond_length is None else _scalar(bond_length, "bond_length", where),
@@ -809,7 +816,48 @@ def import_tiff(path, angles, pixel_size=None, *, ndim=3, atom_sigma=None,
                      length_unit=length_unit)
 
 
-def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeries:
+def aet_rotation(phi, theta, psi) -> np.ndarray:
+    """Rotation matrix of the AET Euler angles (degrees), as the published AET code builds it.
+
+    ``R = Rz(phi) Ry(theta) Rx(psi)`` (``MatrixQuaternionRot`` about z, y, x, in that order, of
+    the AET MATLAB/Python code, e.g. RESIRE and the R1-factor scripts of
+    AET-AmorphousMaterials); a model is projected as ``R^T X`` summed along its third axis, so
+    the detector's first (MATLAB row) axis is ``R[:, 0] . X`` and the second ``R[:, 1] . X``.
+    """
+    phi, theta, psi = np.radians([phi, theta, psi])
+    c, s = np.cos, np.sin
+    rz = np.array([[c(phi), -s(phi), 0], [s(phi), c(phi), 0], [0, 0, 1]])
+    ry = np.array([[c(theta), 0, s(theta)], [0, 1, 0], [-s(theta), 0, c(theta)]])
+    rx = np.array([[1, 0, 0], [0, c(psi), -s(psi)], [0, s(psi), c(psi)]])
+    return rz @ ry @ rx
+
+
+def aet_frames(euler_deg) -> np.ndarray:
+    """``detector_frames`` (spec section 2) of AET Euler angles ``(n, 3)`` (phi, theta, psi).
+
+    AET coordinates ``(X, Y, Z)`` become ``(x, y, z) = (X, Y, -Z)``: with ``phi = psi = 0`` the
+    AET detector's row axis is ``X cos(theta) - Z sin(theta)``, the spec's ``u`` is ``x cos(theta)
+    + z sin(theta)``. So ``e_u = (R00, R10, -R20)`` and ``e_v = (R01, R11, -R21)``; for
+    ``phi = psi = 0`` these are exactly the single-axis frames of ``theta``. See
+    :func:`aet_to_spec` for model coordinates.
+    """
+    euler_deg = np.asarray(euler_deg, float)
+    flip = np.array([1.0, 1.0, -1.0])
+    out = np.empty((len(euler_deg), 2, 3))
+    for i, (phi, theta, psi) in enumerate(euler_deg):
+        r = aet_rotation(phi, theta, psi)
+        out[i, 0] = r[:, 0] * flip
+        out[i, 1] = r[:, 1] * flip
+    return out
+
+
+def aet_to_spec(positions) -> np.ndarray:
+    """AET model coordinates ``(X, Y, Z)`` in the frame of :func:`aet_frames`: ``(X, Y, -Z)``."""
+    return np.asarray(positions, float) * np.array([1.0, 1.0, -1.0])
+
+
+def import_aet(path, *, atom_sigma=None, bond_length=None, box=None,
+               euler_frames: bool = True) -> TiltSeries:
     """Read a measured AET tilt series stored in the MATLAB layout of the published data sets.
 
     The HDF5 file holds ``projections_rows_cols_angles`` (rows, cols, n_angles),
@@ -818,14 +866,18 @@ def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeri
     the AET-AmorphousMaterials repository. The tilt axis runs along the MATLAB columns'
     direction: the column profiles (sums over rows) stay the same at every angle, the row
     profiles do not, so each image is transposed to the spec's (rows along the tilt axis ``y``,
-    columns along ``u``). The small ``phi`` and ``psi`` corrections of the alignment (a few
-    tenths of a degree) are not modelled; their largest value is recorded as the attribute
-    ``ignored_euler_deg``.
+    columns along ``u``). The three Euler angles become ``detector_frames``
+    (:func:`aet_frames`; ``euler_frames=False``: theta alone, single-axis), so the alignment's small
+    ``phi`` and ``psi`` corrections are kept. Model coordinates of the same data (e.g. a
+    published traced model) map to this frame with :func:`aet_to_spec`.
+
+    Width, intensity scale and background are unknown: written as "auto" unless ``atom_sigma``
+    is given.
 
     Returns
     -------
     TiltSeries
-        3D, single-axis, lengths in angstrom.
+        3D, lengths in angstrom.
     """
     path = Path(path)
     if not path.is_file():
@@ -848,8 +900,14 @@ def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeri
     if pixel is None:
         raise InputError(f"{where}: root attribute pixel_size_angstrom is missing")
     stack = np.transpose(data, (2, 1, 0))  # (angles, cols -> rows along the tilt axis, rows -> u)
+    euler_on = euler_frames
+    if not np.all(np.isfinite(euler)):
+        raise InputError(f"{where}: euler angles contain NaN or infinite values")
+    frames = aet_frames(euler) if euler_on and np.any(euler[:, [0, 2]] != 0) else None
     ts = _imported(stack, np.radians(euler[:, 1]), pixel, 3, where, atom_sigma=atom_sigma,
                    bond_length=bond_length, box=box, species_weights=None,
-                   length_unit="angstrom")
-    ts.attrs["ignored_euler_deg"] = float(np.max(np.abs(euler[:, [0, 2]])))
+                   length_unit="angstrom", frames=frames)
+    ts.attrs["euler_angles_deg"] = json.dumps(euler.round(6).tolist())
+    if frames is None and np.any(euler[:, [0, 2]] != 0):
+        ts.attrs["ignored_euler_deg"] = float(np.max(np.abs(euler[:, [0, 2]])))
     return ts
