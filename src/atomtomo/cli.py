@@ -858,6 +858,12 @@ class _Progress:
 @click.option("--imaging-rounds", type=click.IntRange(min=1), default=None,
               help="With unknown sigma/scale/background: reconstructions at most in the "
                    "reconstruct-refit alternation [default: 3].")
+@click.option("--half-sets", is_flag=True,
+              help="Also reconstruct the even and the odd projections separately and match "
+                   "them: the fraction found in both within 0.5 A (0.2 bond lengths without a "
+                   "unit) and their RMS distance go into the output (precision from the data).")
+@click.option("--half-sets-plot", type=click.Path(dir_okay=False), default=None,
+              help="With --half-sets: write the figure of the two halves here (.png).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the method.")
 @click.option("--initial", type=click.Path(dir_okay=False), default=None,
               help="Start from this atom file (methods that support it).")
@@ -878,8 +884,8 @@ class _Progress:
 @_quiet_option
 @_debug_option
 def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, background,
-                imaging_rounds, seed, initial, max_iterations, checkpoint, resume, history,
-                animate, model, options, output, quiet):
+                imaging_rounds, half_sets, half_sets_plot, seed, initial, max_iterations,
+                checkpoint, resume, history, animate, model, options, output, quiet):
     """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
 
     Progress (iteration, atoms, objective) goes to stderr; the comment line of the output holds
@@ -889,11 +895,14 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, 
     from .solvers.problem import Problem
 
     out = _check_output(output)
-    for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint)):
+    for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint),
+                       ("--half-sets-plot", half_sets_plot)):
         if path is not None:
             _check_output(path, flag)
     _check_distinct(**{"-o": output, "--history": history, "--animate": animate,
-                       "--checkpoint": checkpoint})
+                       "--checkpoint": checkpoint, "--half-sets-plot": half_sets_plot})
+    if half_sets_plot is not None and not half_sets:
+        raise InputError("--half-sets-plot needs --half-sets")
     if animate is not None and Path(animate).suffix.lower() != ".gif":  # fail before the run
         raise InputError(f"--animate {animate}: animations are written as .gif")
     fn = get_method(method)
@@ -972,6 +981,10 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, 
                                                   rounds=imaging_rounds)
         else:
             recon = fn(problem, callback=tracker, **kwargs)
+        halves = None
+        if half_sets:
+            halves = _half_sets(problem, fn, kwargs, quiet)
+            recon.info.update(_half_sets_summary(halves))
         info = jsonable(dict(recon.info))
         info.setdefault("method", method)
         info["source"] = Path(tiltseries).name
@@ -981,13 +994,25 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, 
 
         if animate is not None:
             _animate(tracker, recon, problem, animate)
+        if half_sets_plot is not None:
+            from .precision_plot import plot_half_sets
+
+            plot_half_sets(halves, half_sets_plot, length_unit=problem.length_unit,
+                           title=f"half sets of {Path(tiltseries).name}")
         write_xyz(recon.configuration, out, **{k: v for k, v in info.items() if v is not None})
     if not quiet:
         _say(quiet, f"wrote {out}: {recon.configuration.n_atoms} atoms; " + ", ".join(
             f"{k} {_fmt(info.get(k))}" for k in ("objective", "data_discrepancy", "energy",
                                                    "alpha", "iterations", "runtime_s")
             if k in info))
-        for flag, path in (("history", history), ("animation", animate)):
+        if half_sets:
+            _say(quiet, f"half sets: {info['half_sets_n_matched']} of {info['half_sets_n_even']} "
+                        f"(even) / {info['half_sets_n_odd']} (odd) atoms within "
+                        f"{info['half_sets_tolerance']:.3g} ({info['half_sets_tolerance_rule']}): "
+                        f"fraction {info['half_sets_fraction']:.3f}, rms "
+                        f"{info['half_sets_rms']:.3g}")
+        for flag, path in (("history", history), ("animation", animate),
+                           ("half-set figure", half_sets_plot)):
             if path is not None:
                 _say(quiet, f"wrote {path}: {flag}")
         if info.get("data_explained") is False:
@@ -1018,6 +1043,26 @@ def _reconstruct_imaging(ts, fn, method, kwargs, tracker, quiet, **settings):
 
     rounds = settings.pop("rounds") or DEFAULT_ROUNDS
     return reconstruct_imaging(ts, solve, rounds=rounds, progress=progress, **settings)
+
+
+def _half_sets(problem, fn, kwargs, quiet):
+    """Reconstruct the even and the odd projections (solvers.half_sets) with the same method."""
+    from .solvers.half_sets import half_set_precision
+
+    run = {k: v for k, v in kwargs.items() if k not in ("checkpoint", "resume", "initial")}
+
+    def solve(sub):
+        if not quiet:
+            click.echo(f"{_prefix()}: half set of {sub.geometry.n_angles} projections", err=True)
+        return fn(sub, **run)
+
+    return half_set_precision(problem, solve)
+
+
+def _half_sets_summary(result):
+    from .solvers.half_sets import summary
+
+    return summary(result)
 
 
 def _warn_unexplained(problem, info):
