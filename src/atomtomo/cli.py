@@ -956,6 +956,12 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, 
     if "checkpoint" in kwargs:
         kwargs["checkpoint"] = str(kwargs["checkpoint"])
 
+    if method == "adcg":
+        from .solvers.many_angles import many_angle_options
+
+        kwargs, note = many_angle_options(problem, kwargs)
+        if note and not quiet:
+            click.echo(f"{_prefix()}: note: {note}", err=True)
     if not quiet and method == "adcg" and alpha == 0 and problem.geometry.n_angles == 2:
         # The measured ambiguity (docs/solver.md): say it before the user trusts the result.
         click.echo(f"{_prefix()}: note: with 2 angles and --alpha 0 every re-pairing of the "
