@@ -214,8 +214,9 @@ if __name__ == "__main__":
 def fit_published(ts, published, sigma0=0.6, steps=(1.0, 0.3)):
     """Register the published atoms to the projections themselves: the shift ``t`` and width
     ``sigma`` minimising ``||y - s A_sigma(published + t) - b||`` (scale and background by
-    NNLS at each trial; a coarse grid in z, then Nelder-Mead). Returns ``(t, sigma, rel)`` with
-    ``rel`` the relative residual ``||r|| / ||y - b||``."""
+    NNLS at each trial; a coarse grid in z, then Nelder-Mead). Returns ``(t, sigma, rel, s)``
+    with ``rel`` the relative misfit ``||r||^2 / ||y - b||^2`` and ``s`` the intensity of one
+    published atom."""
     from scipy import optimize
 
     from atomtomo import imaging
@@ -236,6 +237,12 @@ def fit_published(ts, published, sigma0=0.6, steps=(1.0, 0.3)):
             val = misfit([tx, 0.0, tz, sigma0])
             if best is None or val < best[0]:
                 best = (val, [tx, 0.0, tz, sigma0])
-    res = optimize.minimize(misfit, best[1], method="Nelder-Mead",
-                            options={"xatol": 0.02, "fatol": 1e-5, "maxiter": 400})
-    return res.x[:3], abs(res.x[3]), float(res.fun)
+    x0 = np.asarray(best[1], float)
+    simplex = np.vstack([x0] + [x0 + step for step in np.diag([0.7, 0.7, 0.7, 0.1])])
+    res = optimize.minimize(misfit, x0, method="Nelder-Mead",
+                            options={"xatol": 0.02, "fatol": 1e-5, "maxiter": 300,
+                                     "initial_simplex": simplex})
+    t, sig = res.x[:3], abs(res.x[3])
+    p = ForwardModel(ts.geometry, sig).project(published + t, np.ones(len(published)))
+    s, _ = imaging.fit_scale_background(y, p[None], degree=2)
+    return t, sig, float(res.fun), float(s[0])
