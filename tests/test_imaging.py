@@ -241,3 +241,13 @@ def test_import_aet_theta_only_equals_single_axis(tmp_path):
     assert ts.geometry.single_axis and ts.atom_sigma == 0.6
     fit = ForwardModel(ts.geometry, 0.6).project(aet_to_spec(model), np.ones(2))
     np.testing.assert_allclose(fit, ts.projections, atol=1e-9 * ts.projections.max())
+
+
+def test_crowding_flags_too_many_atoms():
+    from atomtomo.solvers.imaging_fit import CROWDED, crowding
+
+    grid = np.array([[i, j] for i in range(5) for j in range(5)], float)
+    assert crowding(Configuration(grid, ["X"] * 25, {}), 1.0) == pytest.approx(1.0)
+    dense = np.array([[i, j] for i in np.arange(0, 5, 0.7) for j in np.arange(0, 5, 0.7)])
+    assert crowding(Configuration(dense, ["X"] * len(dense), {}), 1.0) < CROWDED
+    assert crowding(Configuration(grid, ["X"] * 25, {}), None) is None

@@ -38,6 +38,9 @@ from .problem import Problem, Reconstruction
 DEFAULT_ROUNDS = 3
 #: Stop when no parameter changes by more than this (relative).
 DEFAULT_TOL = 0.01
+#: The atoms are too crowded when their median nearest-neighbour distance is below this many
+#: bond lengths: the intensity of one atom was taken too small (see :func:`crowding`).
+CROWDED = 0.85
 
 
 @dataclass
@@ -197,6 +200,23 @@ def refine_imaging(ts: TiltSeries, config, current: Imaging, unknown, *,
     return Imaging(float(sig), scale, weights, None if bg is None else np.asarray(bg), sources)
 
 
+def crowding(config, bond_length) -> float | None:
+    """Median nearest-neighbour distance of ``config`` in bond lengths (None when undefined).
+
+    The intensity quantum is ambiguous up to a factor (``n`` atoms of ``s`` or ``2n`` of
+    ``s / 2`` give the same projections); given atoms, the scale refit cannot leave such a
+    fixed point, but the atoms' spacing can: with the quantum too small the reconstruction holds
+    too many atoms, packed closer than the material's bond length. The median is robust to a few
+    close pairs (defects, noise).
+    """
+    from scipy.spatial import cKDTree
+
+    if not bond_length or config.n_atoms < 4:
+        return None
+    d, _ = cKDTree(config.positions).query(config.positions, k=2)
+    return float(np.median(d[:, 1]) / bond_length)
+
+
 def problem_for(ts: TiltSeries, params: Imaging, *, bond_length=None) -> Problem:
     """The reconstruction problem of the corrected data ``(y - b) / s`` at ``params``."""
     bond = ts.bond_length if bond_length is None else bond_length
@@ -274,19 +294,30 @@ def reconstruct_imaging(ts: TiltSeries, solve, *, sigma=None, intensity_scale=No
     data_scale = float(np.ptp(ts.projections)) or 1.0
     history = [_record(params, "initial")]
     recon = problem = config = None
+    bond = ts.bond_length if bond_length is None else bond_length
+    restart = False
     for r in range(int(rounds)):
         problem = problem_for(ts, params, bond_length=bond_length)
-        recon = solve(problem, config)
+        recon = solve(problem, None if restart else config)
         config = recon.configuration
         if config.n_atoms == 0 or not unknown:
             break
         new = refine_imaging(ts, config, params, unknown, degree=degree)
+        packing = crowding(config, bond) if "intensity_scale" in unknown else None
+        restart = packing is not None and packing < CROWDED
+        if restart:
+            # too many atoms for the material: the quantum is too small by about the ratio of
+            # the atom counts, (bond / spacing)^ndim; solve afresh at the corrected scale
+            new.intensity_scale *= packing ** -ts.ndim
+            say(f"round {r + 1}: the atoms are packed at {packing:.2f} bond lengths: the "
+                f"intensity of one atom was too small; scale x {packing ** -ts.ndim:.2f}, "
+                "solving afresh")
         change = _change(params, new, data_scale)
         history.append(_record(new, f"after round {r + 1}", n_atoms=config.n_atoms,
                                change=change))
         say(f"round {r + 1}: {config.n_atoms} atoms; refitted sigma {new.sigma:.4g}, intensity "
             f"scale {new.intensity_scale:.4g} (change {100 * change:.2g} %)")
-        if change < tol or r == int(rounds) - 1:
+        if (change < tol and not restart) or r == int(rounds) - 1:
             # The last reconstruction was made at ``params``; the refit given its atoms is the
             # better estimate (within ``tol`` of them when converged): report it.
             params = new
