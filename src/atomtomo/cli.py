@@ -1027,7 +1027,7 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, 
 
 #: Options of the refinement rounds of ``--sigma auto`` & co. with ADCG: a local polish from the
 #: previous round's atoms (the parameters change by a few per cent there), not a new search.
-POLISH_OPTIONS = {"hops": 0, "restarts": 1, "layers": "off", "reseed": False}
+POLISH_OPTIONS = {"hops": 0, "sweeps": 0, "restarts": 1, "layers": "off", "reseed": False}
 
 
 def _reconstruct_imaging(ts, fn, method, kwargs, tracker, quiet, **settings):
