@@ -14,7 +14,7 @@ from atomtomo.geometry import Geometry
 from atomtomo.solvers.imaging_fit import (initial_imaging, needs_fit, reconstruct_imaging,
                                           refine_imaging)
 from atomtomo.solvers.problem import Reconstruction
-from atomtomo.tiltseries import (TiltSeries, aet_frames, aet_rotation, aet_to_spec, import_aet,
+from atomtomo.tiltseries import (aet_frames, aet_rotation, aet_to_spec, import_aet,
                                  read_tiltseries, simulate_tiltseries, write_tiltseries)
 
 SIGMA, SCALE = 0.12, 500.0

@@ -224,14 +224,15 @@ def support_measure(signal, geometry, bond_length: float, *, threshold: float = 
             halfspaces.append(np.append(-e, lo))   # lo - e.x <= 0
     halfspaces = np.array(halfspaces)
     try:
-        # an interior point: the centre of the box the strips span along the coordinate axes
-        centre = np.linalg.lstsq(halfspaces[:, :-1], -halfspaces[:, -1], rcond=None)[0] * 0
+        # an interior point: the centre of the largest ball inside (Chebyshev centre, an LP)
         res = optimize.linprog(np.r_[np.zeros(geometry.ndim), -1.0],
                                A_ub=np.c_[halfspaces[:, :-1],
                                           np.linalg.norm(halfspaces[:, :-1], axis=1)],
                                b_ub=-halfspaces[:, -1], bounds=[(None, None)] * geometry.ndim
                                + [(0, None)], method="highs")
-        centre = res.x[:-1] if res.status == 0 else centre
+        if res.status != 0:
+            return float("nan")
+        centre = res.x[:-1]
         hull = ConvexHull(HalfspaceIntersection(halfspaces, centre).intersections)
     except Exception:  # degenerate support (one angle, too few pixels): no estimate
         return float("nan")
