@@ -204,7 +204,7 @@ def support_measure(signal, geometry, bond_length: float, *, threshold: float = 
     centre, the threshold crossing lies about two atom widths beyond it) and their intersection
     (a convex polytope, :class:`scipy.spatial.HalfspaceIntersection`) is measured.
     """
-    from scipy.spatial import ConvexHull, HalfspaceIntersection
+    from scipy.spatial import ConvexHull, HalfspaceIntersection, QhullError
 
     signal = np.asarray(signal, float)
     pad = bond_length / 4
@@ -234,7 +234,7 @@ def support_measure(signal, geometry, bond_length: float, *, threshold: float = 
             return float("nan")
         centre = res.x[:-1]
         hull = ConvexHull(HalfspaceIntersection(halfspaces, centre).intersections)
-    except Exception:  # degenerate support (one angle, too few pixels): no estimate
+    except (QhullError, ValueError):  # degenerate support (one angle, few pixels): no estimate
         return float("nan")
     return float(hull.volume)
 
