@@ -87,7 +87,8 @@ def _fail(message, code, command=None, show_traceback=False) -> int:
 
 #: Parameters that name a file (or, typed ``file_okay=False``, a directory) a command writes.
 #: Every command is checked by :class:`AtomtomoCommand` before it runs: see :func:`_guard_files`.
-OUTPUT_PARAMS = ("output", "write_truth", "history", "animate", "checkpoint", "density_out")
+OUTPUT_PARAMS = ("output", "write_truth", "history", "animate", "checkpoint", "density_out",
+                 "half_sets_plot")
 
 
 def _flag_of(param) -> str:
@@ -359,6 +360,38 @@ class AlphaType(click.ParamType):
         return NON_NEGATIVE.convert(value, param, ctx)
 
 
+class PositiveOrAutoType(click.ParamType):
+    """A number > 0, or ``auto`` (unknown: estimate it from the data)."""
+
+    name = "X|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return POSITIVE.convert(value, param, ctx)
+
+
+POSITIVE_OR_AUTO = PositiveOrAutoType()
+UNKNOWN_NAMES = {"sigma": "atom_sigma", "atom_sigma": "atom_sigma", "scale": "intensity_scale",
+                 "intensity_scale": "intensity_scale", "intensity-scale": "intensity_scale",
+                 "background": "background", "all": "all"}
+
+
+class UnknownType(click.ParamType):
+    """Comma-separated image-formation parameters: sigma, intensity-scale, background, all."""
+
+    name = "NAME[,NAME...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (set, frozenset)):
+            return value
+        names = [t.strip().lower() for t in str(value).split(",") if t.strip()]
+        bad = [n for n in names if n not in UNKNOWN_NAMES]
+        if bad or not names:
+            self.fail(f"{value!r}: choose from sigma, intensity-scale, background, all", param, ctx)
+        return frozenset(UNKNOWN_NAMES[n] for n in names)
+
+
 class KeyValueType(click.ParamType):
     """``KEY=VALUE`` (the value stays a string; the receiver parses it)."""
 
@@ -450,6 +483,19 @@ def _noise_options(f):
                      help="Gaussian noise std as a fraction of the largest projection value.")(f)
     f = click.option("--noise-std", type=NON_NEGATIVE, default=None,
                      help="Gaussian noise standard deviation (absolute).")(f)
+    return f
+
+
+def _imaging_options(f):
+    """--intensity-scale, --background, --unknown of project and simulate (spec section 3)."""
+    f = click.option("--unknown", type=UnknownType(), default=None,
+                     help="Write these as 'auto' (unknown to the reconstruction), keeping the "
+                          "true values in the file: sigma, intensity-scale, background, all.")(f)
+    f = click.option("--background", default=None, metavar="auto|LEVEL",
+                     help="Add a smooth non-negative background to every projection: 'auto' "
+                          "(level 0.2 x the largest noiseless value) or its level.")(f)
+    f = click.option("--intensity-scale", type=POSITIVE, default=None,
+                     help="Data units per unit atom (multiplies the projections and noise).")(f)
     return f
 
 
@@ -627,6 +673,7 @@ def cli():
 @click.option("--ndim", type=NDIM, default=None,
               help="2 or 3 (default: the detector's; it must agree with the atoms and detector).")
 @_noise_options
+@_imaging_options
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the noise.")
 @click.option("--box", type=BoxType(), default=None,
               help="Reconstruction domain lo,hi per axis (default: the atom file's box, else the "
@@ -643,8 +690,9 @@ def cli():
 @_output_option("The tilt series to write (HDF5, or EMD with --format emd).")
 @_quiet_option
 @_debug_option
-def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relative_noise, dose, seed,
-            box, bond_length, length_unit, species_weights, fmt, output, quiet):
+def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relative_noise, dose,
+            intensity_scale, background, unknown, seed, box, bond_length, length_unit,
+            species_weights, fmt, output, quiet):
     """Project the atoms in ATOMS.xyz (spec section 2) and write a tilt series with them as
     ground truth (spec section 3)."""
     from .configuration import read_xyz
@@ -671,7 +719,7 @@ def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relativ
         length_unit = str(config.info.get("length_unit", ""))
     _check_question(geometry, _box_or_none(box), "--angles", "--box")
     ts = _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond_length,
-                   length_unit)
+                   length_unit, imaging=(intensity_scale, background, unknown))
     _write_tiltseries(ts, out, fmt)
     _say(quiet, _summary_tiltseries(out, ts, config))
 
@@ -708,8 +756,20 @@ def _positive_or_none(value):
     return v if math.isfinite(v) and v > 0 else None
 
 
+def _background_arg(value):
+    if value is None or str(value).strip().lower() in ("none", "auto"):
+        return None if value is None else str(value).strip().lower()
+    try:
+        level = float(value)
+    except ValueError:
+        raise InputError(f"--background must be auto, none or a level >= 0, got {value!r}") from None
+    if not (math.isfinite(level) and level >= 0):
+        raise InputError(f"--background must be auto, none or a level >= 0, got {value!r}")
+    return level
+
+
 def _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond_length,
-              length_unit):
+              length_unit, imaging=(None, None, None)):
     from .tiltseries import simulate_tiltseries
 
     if noise_std is not None and relative_noise is not None:
@@ -719,9 +779,12 @@ def _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, bo
         if box.shape != (geometry.ndim, 2):
             raise InputError(f"--box needs {geometry.ndim} lo,hi pairs for a {geometry.ndim}D "
                              f"projection, got {len(box)}")
+    scale, background, unknown = imaging
     return simulate_tiltseries(config, geometry, sigma, noise_std=noise_std,
                                relative_noise=relative_noise, dose=dose, seed=seed, box=box,
-                               bond_length=bond_length, length_unit=length_unit or "")
+                               bond_length=bond_length, length_unit=length_unit or "",
+                               intensity_scale=scale, background=_background_arg(background),
+                               unknown=unknown or ())
 
 
 def _tilt_format(out, fmt) -> str:
@@ -747,9 +810,12 @@ def _summary_tiltseries(out, ts, config) -> str:
     noise = ""
     if ts.noise_std:
         noise = f", noise std {ts.noise_std:.4g}" + (f" ({ts.noise_model})" if ts.noise_model else "")
+    sigma = ts.attrs.get("true_atom_sigma", ts.atom_sigma)
+    unknown = ", ".join(ts.imaging_unknowns)
     return (f"wrote {out}: {geo.ndim}D, {geo.n_angles} angle(s), detector "
             f"{'x'.join(map(str, geo.detector_shape))}, pixel size {geo.pixel_size:.4g}, sigma "
-            f"{ts.atom_sigma:.4g}, {config.n_atoms} atoms{noise}")
+            f"{sigma:.4g}, {config.n_atoms} atoms{noise}"
+            + (f"; written as unknown ('auto'): {unknown}" if unknown else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -795,6 +861,7 @@ def _fmt_param(value) -> str:
               help="Default: the detector covers the box at every angle (or bond length / 10).")
 @click.option("--sigma", type=POSITIVE, default=None, help="Atom width; default bond length / 8.")
 @_noise_options
+@_imaging_options
 @click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seeds the phantom (where random) and the noise.")
 @click.option("--write-truth", type=click.Path(dir_okay=False), default=None,
@@ -806,7 +873,8 @@ def _fmt_param(value) -> str:
 @_quiet_option
 @_debug_option
 def simulate(phantom, params, angles, zone_axis, detector, pixel_size, sigma, noise_std,
-             relative_noise, dose, seed, write_truth, fmt, output, quiet):
+             relative_noise, dose, intensity_scale, background, unknown, seed, write_truth, fmt,
+             output, quiet):
     """Build a test configuration (lattices with defects, nanoparticles) and project it.
 
     Defaults: sigma = bond length / 8; the detector is centred on the axis and covers the
@@ -851,7 +919,7 @@ def simulate(phantom, params, angles, zone_axis, detector, pixel_size, sigma, no
     geometry = Geometry.from_angles(ndim, np.radians(angles), detector, pixel_size)
     _check_question(geometry, box, "--angles")
     ts = _simulate(config, geometry, sigma, noise_std, relative_noise, dose, seed, box, bond,
-                   str(info.get("length_unit", "")))
+                   str(info.get("length_unit", "")), imaging=(intensity_scale, background, unknown))
     if write_truth is not None:
         from .configuration import write_xyz
 
@@ -1022,7 +1090,23 @@ def _adcg_options_help() -> str:
               help="Weight of the potential-energy term (>= 0), or 'auto'.")
 @click.option("--bond-length", type=POSITIVE, default=None,
               help="Minimum of the pair potential (default: the file's bond_length).")
-@click.option("--sigma", type=POSITIVE, default=None, help="Override the file's atom_sigma.")
+@click.option("--sigma", type=POSITIVE_OR_AUTO, default=None,
+              help="Override the file's atom_sigma; 'auto' estimates it from the data.")
+@click.option("--intensity-scale", type=POSITIVE_OR_AUTO, default=None,
+              help="Override the file's intensity_scale (data units per unit atom); 'auto' "
+                   "estimates it.")
+@click.option("--background", type=click.Choice(["none", "auto"]), default=None,
+              help="Override the file's background: 'auto' fits a smooth non-negative "
+                   "background per projection with the atoms.")
+@click.option("--imaging-rounds", type=click.IntRange(min=1), default=None,
+              help="With unknown sigma/scale/background: reconstructions at most in the "
+                   "reconstruct-refit alternation [default: 3].")
+@click.option("--half-sets", is_flag=True,
+              help="Also reconstruct the even and the odd projections separately and match "
+                   "them: the fraction found in both within 0.5 A (0.2 bond lengths without a "
+                   "unit) and their RMS distance go into the output (precision from the data).")
+@click.option("--half-sets-plot", type=click.Path(dir_okay=False), default=None,
+              help="With --half-sets: write the figure of the two halves here (.png).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the method.")
 @click.option("--initial", type=click.Path(dir_okay=False), default=None,
               help="Start from this atom file (methods that support it).")
@@ -1059,7 +1143,8 @@ def _adcg_options_help() -> str:
 @_output_option("The reconstructed atoms (extended XYZ).")
 @_quiet_option
 @_debug_option
-def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, max_iterations,
+def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, background,
+                imaging_rounds, half_sets, half_sets_plot, seed, initial, max_iterations,
                 checkpoint, resume, history, animate, model, options, scheduler, density_out,
                 confidence_runs, analyse_atoms, output, quiet):
     """Reconstruct atom positions from the tilt series TILT.h5 and write them to OUT.xyz.
@@ -1072,11 +1157,14 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
 
     out = _check_output(output)
     for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint),
-                       ("--density", density_out)):
+                       ("--density", density_out), ("--half-sets-plot", half_sets_plot)):
         if path is not None:
             _check_output(path, flag)
     _check_distinct(**{"-o": output, "--history": history, "--animate": animate,
-                       "--checkpoint": checkpoint, "--density": density_out})
+                       "--checkpoint": checkpoint, "--density": density_out,
+                       "--half-sets-plot": half_sets_plot})
+    if half_sets_plot is not None and not half_sets:
+        raise InputError("--half-sets-plot needs --half-sets")
     if animate is not None and Path(animate).suffix.lower() != ".gif":  # fail before the run
         raise InputError(f"--animate {animate}: animations are written as .gif")
     fn = get_method(method)
@@ -1109,7 +1197,28 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
     _STATE["interrupted"] = lambda: _reconstruct_kept(checkpoint, resume)
     ts = _read_tiltseries(tiltseries)
     _check_question(ts.geometry, None, tiltseries, reconstruct=True)
-    problem = Problem.from_tiltseries(ts, sigma=sigma, bond_length=bond_length)
+    from .solvers.imaging_fit import needs_fit, resolve
+
+    fit_imaging = needs_fit(ts, sigma, intensity_scale, background)
+    if fit_imaging:
+        # a provisional problem (for the checks below); the corrected data come from the fit
+        from .configuration import DEFAULT_SPECIES
+        from .solvers.imaging_fit import Imaging, problem_for
+
+        sig, _, _ = resolve(ts, sigma, intensity_scale, background)
+        problem = problem_for(ts, Imaging(1.0 if sig == "auto" else float(sig), 1.0,
+                                          dict(ts.species_weights or {DEFAULT_SPECIES: 1.0})),
+                              bond_length=bond_length)
+    else:
+        if imaging_rounds is not None:
+            raise InputError("--imaging-rounds needs an unknown ('auto') sigma, intensity "
+                             "scale or background")
+        sig, scale, bg_mode = resolve(ts, sigma, intensity_scale, background)
+        ts.intensity_scale = scale
+        if scale != 1.0:  # a known scale: the data in model units
+            ts.projections = np.asarray(ts.projections, float) / scale
+            ts.noise_std = None if ts.noise_std is None else ts.noise_std / scale
+        problem = Problem.from_tiltseries(ts, sigma=sig, bond_length=bond_length)
     if "initial" in kwargs:
         from .configuration import read_xyz
 
@@ -1121,6 +1230,12 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
         kwargs["checkpoint"] = str(kwargs["checkpoint"])
 
     notes = []
+    if method == "adcg":
+        from .solvers.many_angles import many_angle_options
+
+        kwargs, note = many_angle_options(problem, kwargs)
+        if note and not quiet:
+            notes.append(f"{_prefix()}: note: {note}")
     if not quiet and method == "adcg" and alpha == 0 and problem.geometry.n_angles == 2:
         # The measured ambiguity (docs/solver.md): say it before the user trusts the result,
         # once the method has accepted its options (a bad option gives one line, the error).
@@ -1140,11 +1255,22 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
                       header=header, notes=notes)
         )
         with _whole_run_deadline(kwargs.get("time_limit")):
-            recon = fn(problem, callback=tracker, **kwargs)
+            if fit_imaging:
+                recon, problem = _reconstruct_imaging(ts, fn, method, kwargs, tracker, quiet,
+                                                      sigma=sigma, intensity_scale=intensity_scale,
+                                                      background=background,
+                                                      bond_length=bond_length,
+                                                      rounds=imaging_rounds)
+            else:
+                recon = fn(problem, callback=tracker, **kwargs)
         confidence_info = None
         if confidence_runs is not None:
             recon, confidence_info = _confidence_runs(fn, problem, kwargs, recon, confidence_runs,
                                                       quiet)
+        halves = None
+        if half_sets:
+            halves = _half_sets(problem, fn, kwargs, quiet)
+            recon.info.update(_half_sets_summary(halves))
         info = jsonable(dict(recon.info))
         if confidence_info is not None:
             info.update(confidence_info)
@@ -1156,6 +1282,11 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
 
         if animate is not None:
             _animate(tracker, recon, problem, animate)
+        if half_sets_plot is not None:
+            from .precision_plot import plot_half_sets
+
+            plot_half_sets(halves, half_sets_plot, length_unit=problem.length_unit,
+                           title=f"half sets of {Path(tiltseries).name}")
         if density_out is not None:
             _write_run_density(recon, problem, density_out)
         atoms = recon.configuration
@@ -1178,7 +1309,14 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, seed, initial, ma
             _say(quiet, f"confidence: {info['certain_fraction']:.1%} of the atoms found by all "
                         f"{confidence_runs} runs (seeds {info['confidence_seeds']}; kept seed "
                         f"{info.get('seed', '?')}, the lowest objective)")
-        for flag, path in (("history", history), ("animation", animate), ("density", density_out)):
+        if half_sets:
+            _say(quiet, f"half sets: {info['half_sets_n_matched']} of {info['half_sets_n_even']} "
+                        f"(even) / {info['half_sets_n_odd']} (odd) atoms within "
+                        f"{info['half_sets_tolerance']:.3g} ({info['half_sets_tolerance_rule']}): "
+                        f"fraction {info['half_sets_fraction']:.3f}, rms "
+                        f"{info['half_sets_rms']:.3g}")
+        for flag, path in (("history", history), ("animation", animate), ("density", density_out),
+                           ("half-set figure", half_sets_plot)):
             if path is not None:
                 _say(quiet, f"wrote {path}: {flag}")
         if info.get("data_explained") is False:
@@ -1274,6 +1412,52 @@ def _write_run_density(recon, problem, path):
     else:
         rho, axes = gaussian_density(recon.configuration, float(problem.sigma), box=problem.box)
     write_density_mrc(rho, axes, path, length_unit=problem.length_unit)
+
+
+#: Options of the refinement rounds of ``--sigma auto`` & co. with ADCG: a local polish from the
+#: previous round's atoms (the parameters change by a few per cent there), not a new search.
+POLISH_OPTIONS = {"hops": 0, "sweeps": 0, "restarts": 1, "layers": "off", "reseed": False}
+
+
+def _reconstruct_imaging(ts, fn, method, kwargs, tracker, quiet, **settings):
+    """Reconstruct with unknown sigma / intensity scale / background (solvers.imaging_fit)."""
+    from .solvers.imaging_fit import DEFAULT_ROUNDS, reconstruct_imaging
+
+    def solve(problem, previous):
+        run = dict(kwargs)
+        if previous is not None and _accepts(fn, "initial") and "initial" not in kwargs:
+            run["initial"] = previous
+            if method == "adcg":
+                for key, value in POLISH_OPTIONS.items():
+                    run.setdefault(key, value)
+        return fn(problem, callback=tracker, **run)
+
+    def progress(message):
+        if not quiet:
+            click.echo(f"{_prefix()}: {message}", err=True)
+
+    rounds = settings.pop("rounds") or DEFAULT_ROUNDS
+    return reconstruct_imaging(ts, solve, rounds=rounds, progress=progress, **settings)
+
+
+def _half_sets(problem, fn, kwargs, quiet):
+    """Reconstruct the even and the odd projections (solvers.half_sets) with the same method."""
+    from .solvers.half_sets import half_set_precision
+
+    run = {k: v for k, v in kwargs.items() if k not in ("checkpoint", "resume", "initial")}
+
+    def solve(sub):
+        if not quiet:
+            click.echo(f"{_prefix()}: half set of {sub.geometry.n_angles} projections", err=True)
+        return fn(sub, **run)
+
+    return half_set_precision(problem, solve)
+
+
+def _half_sets_summary(result):
+    from .solvers.half_sets import summary
+
+    return summary(result)
 
 
 def _warn_unexplained(problem, info):
@@ -1647,7 +1831,9 @@ def _import_options(f):
     f = click.option("--length-unit", default=None, help="Length unit, e.g. angstrom.")(f)
     f = click.option("--bond-length", type=POSITIVE, default=None,
                      help="Nearest-neighbour distance of the material.")(f)
-    f = click.option("--sigma", type=POSITIVE, default=None, help="Atom width (atom_sigma).")(f)
+    f = click.option("--sigma", type=POSITIVE_OR_AUTO, default=None,
+                     help="Atom width (atom_sigma); default 'auto' (estimated when "
+                          "reconstructing).")(f)
     f = click.option("--ndim", type=NDIM, default="3", show_default=True,
                      help="3: a stack of 2D images; 2: a stack of 1D profiles.")(f)
     f = click.option("--pixel-size", type=POSITIVE, default=None,
@@ -1683,7 +1869,9 @@ def _run_import(importer, stack, angles, pixel_size, ndim, sigma, bond_length, l
 
 @cli.command("import-aet")
 @click.argument("source", metavar="AET.h5")
-@click.option("--sigma", type=POSITIVE, default=None, help="Atom width (atom_sigma), angstrom.")
+@click.option("--sigma", type=POSITIVE_OR_AUTO, default=None,
+              help="Atom width (atom_sigma), angstrom; default 'auto' (estimated when "
+                   "reconstructing).")
 @click.option("--bond-length", type=POSITIVE, default=None,
               help="Nearest-neighbour distance of the material, angstrom.")
 @_output_option("The tilt series to write (HDF5).")

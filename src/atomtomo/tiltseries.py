@@ -38,8 +38,11 @@ FORMAT_VERSION = 1
 # Root attributes and datasets with a meaning in spec section 3; everything else is kept as is.
 _KNOWN_ATTRS = {
     "atomtomo_format", "format_version", "ndim", "pixel_size", "length_unit", "atom_sigma",
-    "species_weights", "box", "bond_length", "noise_model", "noise_std",
+    "species_weights", "box", "bond_length", "noise_model", "noise_std", "intensity_scale",
+    "background",
 }
+#: Value of ``atom_sigma`` / ``intensity_scale`` / ``background`` meaning "unknown: estimate it".
+AUTO = "auto"
 _KNOWN_DATASETS = {
     "projections", "angles", "detector_directions", "detector_frames",
     "ground_truth/positions", "ground_truth/species",
@@ -57,7 +60,7 @@ class TiltSeries:
 
     projections: np.ndarray  # geometry.data_shape
     geometry: Geometry
-    atom_sigma: float | None = None
+    atom_sigma: float | str | None = None  # a width, "auto" (estimate it) or None (not given)
     species_weights: dict | None = None  # None = one species of weight 1
     box: np.ndarray | None = None  # (ndim, 2); None = geometry.default_box()
     bond_length: float | None = None
@@ -65,6 +68,8 @@ class TiltSeries:
     noise_model: str | None = None
     noise_std: float | None = None
     ground_truth: Configuration | None = None
+    intensity_scale: float | str | None = None  # data units per model unit; "auto"; None = 1
+    background: str | None = None  # "none" or "auto" (smooth unknown background); None = "none"
     attrs: dict = field(default_factory=dict)  # any other root attributes, kept on round trip
     extra: dict = field(default_factory=dict)  # any other datasets, HDF5 path -> array
 
@@ -76,6 +81,13 @@ class TiltSeries:
     def domain(self) -> np.ndarray:
         """The reconstruction box: ``box`` if given, else the detector's span."""
         return self.geometry.default_box() if self.box is None else np.asarray(self.box, float)
+
+    @property
+    def imaging_unknowns(self) -> list:
+        """Names of the image-formation parameters the file marks "auto" (to be estimated)."""
+        return [name for name, value in (("atom_sigma", self.atom_sigma),
+                                         ("intensity_scale", self.intensity_scale),
+                                         ("background", self.background)) if value == AUTO]
 
     @property
     def angles(self) -> np.ndarray:
@@ -102,6 +114,26 @@ def _scalar(value, name, where, *, positive=True, allow_zero=False) -> float:
     if positive and (v < 0 or (v == 0 and not allow_zero)):
         raise InputError(f"{where}: {name} must be {'>= 0' if allow_zero else 'positive'}, got {v}")
     return v
+
+
+def _number_or_auto(value, name, where):
+    """A positive finite float, or the string "auto" (spec section 3)."""
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)) or (
+            isinstance(value, np.ndarray) and value.dtype.kind in "OSU"):
+        text = _text(value, name, where)
+        if text.strip().lower() == AUTO:
+            return AUTO
+        raise InputError(f'{where}: {name} must be a positive number or "auto", got '
+                         f"{short_repr(text)}")
+    return _scalar(value, name, where)
+
+
+def _background_mode(value, where):
+    """ "none" or "auto" (spec section 3)."""
+    text = _text(value, "background", where).strip().lower()
+    if text not in ("none", AUTO):
+        raise InputError(f'{where}: background must be "none" or "auto", got {short_repr(text)}')
+    return text
 
 
 def _text(value, name, where) -> str:
@@ -217,7 +249,11 @@ def _check_tiltseries(ts: TiltSeries, where: str) -> None:
         raise InputError(f"{where}: projections have shape {proj.shape} but the geometry "
                          f"expects {tuple(geo.data_shape)}")
     if ts.atom_sigma is not None:
-        _scalar(ts.atom_sigma, "atom_sigma", where)
+        _number_or_auto(ts.atom_sigma, "atom_sigma", where)
+    if ts.intensity_scale is not None:
+        _number_or_auto(ts.intensity_scale, "intensity_scale", where)
+    if ts.background is not None:
+        _background_mode(ts.background, where)
     _species_weights(ts.species_weights, where)
     box_array(ts.box, geo.ndim, where)
     if ts.bond_length is not None:
@@ -287,8 +323,13 @@ def write_tiltseries(ts: TiltSeries, path) -> None:
             f.attrs["ndim"] = geo.ndim
             f.attrs["pixel_size"] = float(geo.pixel_size)
             f.attrs["length_unit"] = str(ts.length_unit or "")
-            if ts.atom_sigma is not None:
-                f.attrs["atom_sigma"] = float(ts.atom_sigma)
+            for name in ("atom_sigma", "intensity_scale"):
+                value = getattr(ts, name)
+                if value is not None:
+                    value = _number_or_auto(value, name, "cannot write tilt series")
+                    f.attrs[name] = value if value == AUTO else float(value)
+            if ts.background is not None:
+                f.attrs["background"] = _background_mode(ts.background, "cannot write tilt series")
             weights = _species_weights(ts.species_weights, "cannot write tilt series")
             if weights:
                 f.attrs["species_weights"] = json.dumps(weights)
@@ -405,8 +446,12 @@ def _read_open_file(f, where: str) -> TiltSeries:
 
     length_unit = _text(attrs["length_unit"], "length_unit", where) if "length_unit" in attrs else ""
     optional = {}
-    for name in ("atom_sigma", "bond_length"):
-        optional[name] = _scalar(attrs[name], name, where) if name in attrs else None
+    for name in ("atom_sigma", "intensity_scale"):
+        optional[name] = _number_or_auto(attrs[name], name, where) if name in attrs else None
+    optional["bond_length"] = (_scalar(attrs["bond_length"], "bond_length", where)
+                               if "bond_length" in attrs else None)
+    optional["background"] = (_background_mode(attrs["background"], where)
+                              if "background" in attrs else None)
     noise_std = (_scalar(attrs["noise_std"], "noise_std", where, allow_zero=True)
                  if "noise_std" in attrs else None)
     noise_model = _text(attrs["noise_model"], "noise_model", where) if "noise_model" in attrs else None
@@ -443,6 +488,8 @@ def _read_open_file(f, where: str) -> TiltSeries:
         noise_model=noise_model,
         noise_std=noise_std,
         ground_truth=truth,
+        intensity_scale=optional["intensity_scale"],
+        background=optional["background"],
         attrs={k: v for k, v in attrs.items() if k not in _KNOWN_ATTRS},
         extra=extra,
     )
@@ -453,7 +500,8 @@ def _read_open_file(f, where: str) -> TiltSeries:
 # ---------------------------------------------------------------------------------------------
 def simulate_tiltseries(config: Configuration, geometry: Geometry, sigma, *, noise_std=None,
                         relative_noise=None, dose=None, seed=None, box=None, bond_length=None,
-                        length_unit="") -> TiltSeries:
+                        length_unit="", intensity_scale=None, background=None,
+                        unknown=()) -> TiltSeries:
     """Project ``config`` (spec section 2) and add noise: a simulated tilt series.
 
     Parameters
@@ -479,6 +527,20 @@ def simulate_tiltseries(config: Configuration, geometry: Geometry, sigma, *, noi
     bond_length : float, optional
         Default ``config.info["bond_length"]`` if present.
     length_unit : str
+    intensity_scale : float, optional
+        Data units per unit of the model (spec section 3): the projections (noise included) are
+        multiplied by it; the noise levels above refer to the unit-scale projections and the
+        recorded ``noise_std`` is in data units. Default 1 (the attribute is then left out).
+    background : "auto", float or ndarray, optional
+        A smooth non-negative background added to every projection after the scale: "auto"
+        draws one (:func:`atomtomo.imaging.smooth_background`, level 0.2 x the largest scaled
+        noiseless value), a float draws one of that level, an array of the projections' shape is
+        used as is. It is kept as the dataset ``ground_truth/background``.
+    unknown : iterable of str
+        Image-formation parameters to hide from the reconstruction: any of "atom_sigma",
+        "intensity_scale", "background" (or "all"). They are written as "auto" (spec section
+        3) and their true values kept as root attributes ``true_atom_sigma``,
+        ``true_intensity_scale`` (and ``ground_truth/background``).
 
     Returns
     -------
@@ -514,6 +576,38 @@ def simulate_tiltseries(config: Configuration, geometry: Geometry, sigma, *, noi
         parts.append("gaussian")
         variance += std ** 2
 
+    scale = 1.0 if intensity_scale is None else _scalar(intensity_scale, "intensity_scale",
+                                                          "simulate_tiltseries")
+    data = scale * data
+    bg = None
+    if background is not None and not (isinstance(background, str) and background == "none"):
+        from .imaging import smooth_background
+
+        if isinstance(background, str):
+            if background != AUTO:
+                raise InputError(f'background must be "auto", "none", a level or an array, '
+                                 f"got {background!r}")
+            level = 0.2 * scale * float(np.max(clean))
+        elif np.ndim(background) == 0:
+            level = _scalar(background, "background level", "simulate_tiltseries",
+                            allow_zero=True)
+        else:
+            level = None
+            bg = np.asarray(background, float)
+            if bg.shape != data.shape or np.any(bg < 0) or not np.all(np.isfinite(bg)):
+                raise InputError(f"a background array must be finite, >= 0 and of shape "
+                                 f"{data.shape}")
+        if bg is None:
+            bg = smooth_background(geometry.detector_shape, geometry.n_angles, level, seed=rng)
+        data = data + bg
+    unknown = set(unknown or ())
+    if "all" in unknown:
+        unknown = {"atom_sigma", "intensity_scale", "background"}
+    bad = unknown - {"atom_sigma", "intensity_scale", "background"}
+    if bad:
+        raise InputError(f"unknown image-formation parameter(s) {sorted(bad)}; choose from "
+                         "atom_sigma, intensity_scale, background")
+
     if box is None and config.info.get("box") is not None:
         box = config.info["box"]
     if bond_length is None and config.info.get("bond_length") is not None:
@@ -527,15 +621,25 @@ def simulate_tiltseries(config: Configuration, geometry: Geometry, sigma, *, noi
     ts = TiltSeries(
         projections=data,
         geometry=geometry,
-        atom_sigma=model.sigma,
+        atom_sigma=AUTO if "atom_sigma" in unknown else model.sigma,
         species_weights=weights,
         box=box_array(box, geometry.ndim, "simulate_tiltseries"),
         bond_length=bond_length,
         length_unit=str(length_unit or ""),
         noise_model="+".join(parts) if parts else "none",
-        noise_std=float(np.sqrt(variance)),
+        noise_std=float(scale * np.sqrt(variance)),
         ground_truth=config.copy(),
+        intensity_scale=(AUTO if "intensity_scale" in unknown
+                         else (None if intensity_scale is None else scale)),
+        # a background present is unknown to a reader (the spec has no attribute for a known one)
+        background=AUTO if bg is not None or "background" in unknown else None,
     )
+    if "atom_sigma" in unknown:
+        ts.attrs["true_atom_sigma"] = model.sigma
+    if "intensity_scale" in unknown:
+        ts.attrs["true_intensity_scale"] = scale
+    if bg is not None:
+        ts.extra["ground_truth/background"] = bg
     return ts
 
 
@@ -571,7 +675,7 @@ def _stack_to_projections(data, n_angles, ndim, where) -> np.ndarray:
 
 
 def _imported(data, angles, pixel_size, ndim, where, *, atom_sigma, bond_length, box,
-              species_weights, length_unit) -> TiltSeries:
+              species_weights, length_unit, frames=None) -> TiltSeries:
     try:
         angles = np.atleast_1d(np.asarray(angles, dtype=float))
     except (TypeError, ValueError):
@@ -582,11 +686,18 @@ def _imported(data, angles, pixel_size, ndim, where, *, atom_sigma, bond_length,
         raise InputError("angles contain NaN or infinite values")
     proj = _stack_to_projections(data, len(angles), ndim, where)
     pixel_size = _scalar(pixel_size, "pixel size", where)
-    geometry = Geometry.from_angles(ndim, angles, proj.shape[1:], pixel_size)
+    if frames is None:
+        geometry = Geometry.from_angles(ndim, angles, proj.shape[1:], pixel_size)
+    else:
+        geometry = Geometry.from_directions(ndim, frames, proj.shape[1:], pixel_size,
+                                            angles=angles)
+    # Measured data: what the caller does not give is unknown (spec section 3, "auto").
     ts = TiltSeries(
         projections=proj,
         geometry=geometry,
-        atom_sigma=None if atom_sigma is None else _scalar(atom_sigma, "atom_sigma", where),
+        atom_sigma=AUTO if atom_sigma is None else _number_or_auto(atom_sigma, "atom_sigma", where),
+        intensity_scale=AUTO,
+        background=AUTO,
         species_weights=_species_weights(species_weights, where),
         box=box_array(box, ndim, where),
         bond_length=None if bond_length is None else _scalar(bond_length, "bond_length", where),
@@ -710,7 +821,48 @@ def import_tiff(path, angles, pixel_size=None, *, ndim=3, atom_sigma=None,
                      length_unit=length_unit)
 
 
-def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeries:
+def aet_rotation(phi, theta, psi) -> np.ndarray:
+    """Rotation matrix of the AET Euler angles (degrees), as the published AET code builds it.
+
+    ``R = Rz(phi) Ry(theta) Rx(psi)`` (``MatrixQuaternionRot`` about z, y, x, in that order, of
+    the AET MATLAB/Python code, e.g. RESIRE and the R1-factor scripts of
+    AET-AmorphousMaterials); a model is projected as ``R^T X`` summed along its third axis, so
+    the detector's first (MATLAB row) axis is ``R[:, 0] . X`` and the second ``R[:, 1] . X``.
+    """
+    phi, theta, psi = np.radians([phi, theta, psi])
+    c, s = np.cos, np.sin
+    rz = np.array([[c(phi), -s(phi), 0], [s(phi), c(phi), 0], [0, 0, 1]])
+    ry = np.array([[c(theta), 0, s(theta)], [0, 1, 0], [-s(theta), 0, c(theta)]])
+    rx = np.array([[1, 0, 0], [0, c(psi), -s(psi)], [0, s(psi), c(psi)]])
+    return rz @ ry @ rx
+
+
+def aet_frames(euler_deg) -> np.ndarray:
+    """``detector_frames`` (spec section 2) of AET Euler angles ``(n, 3)`` (phi, theta, psi).
+
+    AET coordinates ``(X, Y, Z)`` become ``(x, y, z) = (X, Y, -Z)``: with ``phi = psi = 0`` the
+    AET detector's row axis is ``X cos(theta) - Z sin(theta)``, the spec's ``u`` is ``x cos(theta)
+    + z sin(theta)``. So ``e_u = (R00, R10, -R20)`` and ``e_v = (R01, R11, -R21)``; for
+    ``phi = psi = 0`` these are exactly the single-axis frames of ``theta``. See
+    :func:`aet_to_spec` for model coordinates.
+    """
+    euler_deg = np.asarray(euler_deg, float)
+    flip = np.array([1.0, 1.0, -1.0])
+    out = np.empty((len(euler_deg), 2, 3))
+    for i, (phi, theta, psi) in enumerate(euler_deg):
+        r = aet_rotation(phi, theta, psi)
+        out[i, 0] = r[:, 0] * flip
+        out[i, 1] = r[:, 1] * flip
+    return out
+
+
+def aet_to_spec(positions) -> np.ndarray:
+    """AET model coordinates ``(X, Y, Z)`` in the frame of :func:`aet_frames`: ``(X, Y, -Z)``."""
+    return np.asarray(positions, float) * np.array([1.0, 1.0, -1.0])
+
+
+def import_aet(path, *, atom_sigma=None, bond_length=None, box=None,
+               euler_frames: bool = True) -> TiltSeries:
     """Read a measured AET tilt series stored in the MATLAB layout of the published data sets.
 
     The HDF5 file holds ``projections_rows_cols_angles`` (rows, cols, n_angles),
@@ -719,14 +871,18 @@ def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeri
     the AET-AmorphousMaterials repository. The tilt axis runs along the MATLAB columns'
     direction: the column profiles (sums over rows) stay the same at every angle, the row
     profiles do not, so each image is transposed to the spec's (rows along the tilt axis ``y``,
-    columns along ``u``). The small ``phi`` and ``psi`` corrections of the alignment (a few
-    tenths of a degree) are not modelled; their largest value is recorded as the attribute
-    ``ignored_euler_deg``.
+    columns along ``u``). The three Euler angles become ``detector_frames``
+    (:func:`aet_frames`; ``euler_frames=False``: theta alone, single-axis), so the alignment's small
+    ``phi`` and ``psi`` corrections are kept. Model coordinates of the same data (e.g. a
+    published traced model) map to this frame with :func:`aet_to_spec`.
+
+    Width, intensity scale and background are unknown: written as "auto" unless ``atom_sigma``
+    is given.
 
     Returns
     -------
     TiltSeries
-        3D, single-axis, lengths in angstrom.
+        3D, lengths in angstrom.
     """
     path = Path(path)
     if not path.is_file():
@@ -749,8 +905,14 @@ def import_aet(path, *, atom_sigma=None, bond_length=None, box=None) -> TiltSeri
     if pixel is None:
         raise InputError(f"{where}: root attribute pixel_size_angstrom is missing")
     stack = np.transpose(data, (2, 1, 0))  # (angles, cols -> rows along the tilt axis, rows -> u)
+    euler_on = euler_frames
+    if not np.all(np.isfinite(euler)):
+        raise InputError(f"{where}: euler angles contain NaN or infinite values")
+    frames = aet_frames(euler) if euler_on and np.any(euler[:, [0, 2]] != 0) else None
     ts = _imported(stack, np.radians(euler[:, 1]), pixel, 3, where, atom_sigma=atom_sigma,
                    bond_length=bond_length, box=box, species_weights=None,
-                   length_unit="angstrom")
-    ts.attrs["ignored_euler_deg"] = float(np.max(np.abs(euler[:, [0, 2]])))
+                   length_unit="angstrom", frames=frames)
+    ts.attrs["euler_angles_deg"] = json.dumps(euler.round(6).tolist())
+    if frames is None and np.any(euler[:, [0, 2]] != 0):
+        ts.attrs["ignored_euler_deg"] = float(np.max(np.abs(euler[:, [0, 2]])))
     return ts
