@@ -278,4 +278,4 @@ def test_reconstruct_density_and_analyse(tmp_path):
     r = runner.invoke(cli, ["density", str(out), "--tilt-series", str(h5), "-o", str(dens)])
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, ["density", str(out), "--tilt-series", str(h5), "-o", str(h5)])
-    assert r.exit_code == 2 and "overwrite the input" in r.output
+    assert r.exit_code == 2 and "refusing to overwrite an input" in r.output

@@ -537,13 +537,6 @@ def _check_distinct(**paths):
         seen[key] = flag
 
 
-def _not_an_input(out, *inputs):
-    """An output must not replace one of the command's inputs."""
-    for path in inputs:
-        if path is not None and os.path.abspath(str(path)) == os.path.abspath(str(out)):
-            raise InputError(f"-o {out} would overwrite the input {path}; choose another name")
-
-
 def is_hdf5(path) -> bool:
     """True if ``path`` is a file starting with the HDF5 signature (the extension is ignored)."""
     try:
@@ -1945,7 +1938,6 @@ def import_emd_command(source, pixel_size, tilt_axis, sigma, bond_length, length
     from .formats import read_emd
 
     out = _check_output(output)
-    _not_an_input(out, source)
     if not Path(source).is_file():
         raise InputError(f"file not found: {source}")
     ts = read_emd(source, pixel_size=pixel_size, tilt_axis=tilt_axis, atom_sigma=sigma,
@@ -2148,7 +2140,6 @@ def report(recon, truth, tilt, history, tolerance, title, no_structure, output, 
     from .report import read_history, write_report
 
     out = _check_output(output)
-    _not_an_input(out, recon, truth, tilt, history)
     ts = truth_cfg = bond = None
     ndim = None
     if tilt is not None:
@@ -2194,7 +2185,6 @@ def confidence(runs, reference, tolerance, tilt, truth, as_json, output, quiet):
     from .confidence import atom_confidence, uncertainty_scores
 
     out = _check_output(output)
-    _not_an_input(out, tilt, truth)
     if len(runs) < 2:
         raise InputError("give at least two reconstructions of the same data")
     ndim = bond = None
@@ -2250,7 +2240,6 @@ def density(recon, sigma, tilt, voxel_size, output, quiet):
     from .formats import gaussian_density, write_density_mrc
 
     out = _check_output(output)
-    _not_an_input(out, recon, tilt)
     box, unit, weights = None, "", None
     if tilt is not None:
         ts = _read_tiltseries(tilt)
