@@ -79,7 +79,7 @@ def fitted_once(dislocated, monkeypatch):
     from atomtomo.solvers import global_search
 
     _, problem, models = dislocated
-    monkeypatch.setattr(dislocation_fit, "fit_site_models", lambda *a, **k: models)
+    monkeypatch.setattr(global_search, "fit_site_models", lambda *a, **k: models)
     monkeypatch.setattr(global_search, "_FITTED_CRYSTALS", {})  # nothing fitted before
     return problem
 
@@ -166,7 +166,7 @@ def test_a_fitted_dislocation_turns_the_lattice_stage_on_where_the_columns_test_
     models = [dislocation_fit.SiteModel(m.sites, m.misfit, m.rotation, m.origin,
                                         dislocation_fit.rotation_matrix(turn) @ m.basis,
                                         m.burgers, m.core) for m in dislocated[2]]
-    monkeypatch.setattr(dislocation_fit, "fit_site_models", lambda *a, **k: models)
+    monkeypatch.setattr(global_search, "fit_site_models", lambda *a, **k: models)
     driver = SearchDriver(fitted_once, alpha="auto")
     assert (driver.lattice_beta > 0) == expected
     assert (driver.zone_axes_from is not None) == expected
