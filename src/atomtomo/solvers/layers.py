@@ -400,6 +400,7 @@ class LayeredRun:
         polish = {k: v for k, v in self.options.items()
                   if k in ("potential", "batch", "grid_spacing", "max_atoms", "tol", "time_limit")}
         part = self._part("polish")
+        self._announce(f"3D polish of {len(stacked.positions)} atoms", t0)
         t_polish = time.perf_counter()
         result = self.solve(
             self.problem, alpha=self.alpha, seed=self.seed, initial=stacked,
@@ -486,8 +487,11 @@ class LayeredRun:
         if not isinstance(pair, PairPotential) or pair.epsilon <= 0:
             return
         for _ in range(len(self.layers)):  # each round fixes one plane
-            trials = [self._resolve_in_field(k, planes[k], pair, per_plane)
-                      for k in self._clashing()]
+            clashing = self._clashing()
+            if clashing:
+                self._announce(f"planes {', '.join(str(k + 1) for k in clashing)} clash with a "
+                               "neighbour: searching them again in their neighbours' field", t0)
+            trials = [self._resolve_in_field(k, planes[k], pair, per_plane) for k in clashing]
             trials = [t for t in trials if t[0] > 0]
             if not trials:
                 return
@@ -557,6 +561,17 @@ class LayeredRun:
                                     f"{result.info['runtime_s']:.0f} s; {elapsed:.0f} s so far)",
                            "n_atoms": len(whole.positions), "positions": whole.positions,
                            "species": whole.species, "milestone": True})
+
+    def _announce(self, what, t0):
+        """A progress record between the planes' searches and the polish (which report their own
+        iterations only in one process)."""
+        if self.callback is None:
+            return
+        whole = self._stacked()
+        elapsed = self.previous_runtime + time.perf_counter() - t0
+        self.callback({"iteration": len(self.done), "phase": f"{what} ({elapsed:.0f} s so far)",
+                       "n_atoms": len(whole.positions), "positions": whole.positions,
+                       "species": whole.species, "milestone": True})
 
     def _stacked(self, extra=()):
         """The finished planes (in order) and ``extra`` configurations, as one 3D configuration."""
