@@ -61,7 +61,10 @@ from ..configuration import Configuration
 from ..errors import InputError
 from ..forward import ForwardModel, pixel_kernel, pixel_kernel_derivative
 from ..geometry import Geometry
+from ..potentials import PairPotential, make_potential
+from ..prior import Prior
 from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
+from .objective import AtomObjective
 from .problem import Problem, Reconstruction
 
 #: Adjacent planes closer than this many atom widths ``sqrt(sigma^2 + Delta^2 / 12)`` are not
@@ -477,7 +480,6 @@ class LayeredRun:
         (:class:`NeighbourField`); of the clashing planes, the one whose objective in that field
         drops most takes its new arrangement, and the check is repeated.
         """
-        from ..potentials import PairPotential, make_potential
 
         bond = self.problem.bond_length
         if not bond or (not isinstance(self.alpha, str) and self.alpha <= 0):
@@ -515,9 +517,6 @@ class LayeredRun:
         """Search plane ``k`` again in its neighbours' field: ``(drop of its objective in that
         field, k, result)``. When two planes clash, the one whose new search drops its objective
         more is the one in the wrong arrangement: the other one pays with its data fit."""
-        from ..prior import Prior
-        from ..potentials import make_potential
-        from .objective import AtomObjective
 
         n = len(self.layers)
         near = [self.done[j].positions for j in (k - 1, k + 1) if 0 <= j < n]
