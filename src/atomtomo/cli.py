@@ -349,29 +349,23 @@ POSITIVE = NumberType(0.0, open=True)
 NON_NEGATIVE = NumberType(0.0)
 
 
-class AlphaType(click.ParamType):
-    """The energy weight: a number >= 0, or ``auto``."""
+class OrAutoType(click.ParamType):
+    """A number checked by ``number`` (a :class:`NumberType`), or ``auto``: chosen, or
+    estimated from the data, by the program."""
 
-    name = "A|auto"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        return NON_NEGATIVE.convert(value, param, ctx)
-
-
-class PositiveOrAutoType(click.ParamType):
-    """A number > 0, or ``auto`` (unknown: estimate it from the data)."""
-
-    name = "X|auto"
+    def __init__(self, number, name):
+        self.number, self.name = number, name
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and value.strip().lower() == "auto":
             return "auto"
-        return POSITIVE.convert(value, param, ctx)
+        return self.number.convert(value, param, ctx)
 
 
-POSITIVE_OR_AUTO = PositiveOrAutoType()
+#: The energy weight (``--alpha``): a number >= 0, or auto.
+ALPHA = OrAutoType(NON_NEGATIVE, "A|auto")
+#: An image-formation parameter (``--sigma``, ``--intensity-scale``): a number > 0, or auto.
+POSITIVE_OR_AUTO = OrAutoType(POSITIVE, "X|auto")
 UNKNOWN_NAMES = {"sigma": "atom_sigma", "atom_sigma": "atom_sigma", "scale": "intensity_scale",
                  "intensity_scale": "intensity_scale", "intensity-scale": "intensity_scale",
                  "background": "background", "all": "all"}
@@ -1079,7 +1073,7 @@ def _adcg_options_help() -> str:
 @click.argument("tiltseries", metavar="TILT.h5")
 @click.option("--method", default="adcg", show_default=True,
               help="Reconstruction method: adcg, sirt, fista, annealing, learned.")
-@click.option("--alpha", type=AlphaType(), default=0.0, show_default=True,
+@click.option("--alpha", type=ALPHA, default=0.0, show_default=True,
               help="Weight of the potential-energy term (>= 0), or 'auto'.")
 @click.option("--bond-length", type=POSITIVE, default=None,
               help="Minimum of the pair potential (default: the file's bond_length).")
