@@ -310,3 +310,19 @@ def test_run_killed_in_the_grain_stage_resumes_to_the_same_result(tmp_path):
     assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
     assert resumed.info["objective"] == full.info["objective"]
     assert resumed.info["start"] == full.info["start"]
+
+
+def test_alpha_ladder_walks_down_and_stops_at_the_largest_alpha_meeting_the_target():
+    """With the file's noise level the ladder goes from the top down and stops at the first
+    alpha that meets the discrepancy target: the one the rule takes from the whole ladder."""
+    from atomtomo.solvers.alpha import alpha_ladder, ladder_order
+
+    assert ladder_order(True) == alpha_ladder()[::-1]
+    assert ladder_order(False)[0] == 0.0 and sorted(ladder_order(False)) == alpha_ladder()
+    problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
+    records = []
+    rec = reconstruct(problem, "adcg", alpha="auto", seed=0, hops=5, sweeps=0,
+                      callback=records.append)
+    tried = [r["trial_alpha"] for r in records if r["phase"] == "alpha"][:-1]
+    assert tried == alpha_ladder()[::-1][:len(tried)]
+    assert rec.info["alpha"] == min(tried)

@@ -98,3 +98,20 @@ def test_bad_restarts_option_is_an_input_error(crystal):
     problem, _ = crystal
     with pytest.raises(InputError, match="restarts"):
         reconstruct_adcg(problem, restarts=0, **OPTIONS)
+
+
+def _config(positions, species=None):
+    from atomtomo import Configuration
+
+    positions = np.asarray(positions, float)
+    return Reconstruction(Configuration(positions, species=species), {}, [])
+
+
+def test_searches_agree_on_the_same_atoms_in_any_order_within_a_tenth_of_a_bond():
+    from atomtomo.solvers.restarts import agree
+
+    a = _config([[0.0, 0.0], [0.2, 0.0], [0.0, 0.2]])
+    b = _config([[0.0, 0.21], [0.005, 0.0], [0.2, 0.01]])
+    assert agree([a, b], length=0.2)
+    assert not agree([a, _config([[0.0, 0.0], [0.2, 0.0], [0.1, 0.1]])], length=0.2)
+    assert not agree([a, _config([[0.0, 0.0], [0.2, 0.0]])], length=0.2)  # an atom short

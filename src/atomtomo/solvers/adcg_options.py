@@ -69,7 +69,8 @@ ADCG_OPTIONS = (
            "3D single-axis data: plane by plane in 2D, then a 3D polish (auto: when the data "
            "split into planes)", resumable=False),
     Option("restarts", positive_int,
-           "2 where the lattice stage runs with the default hops, else 1",
+           "2 where the lattice stage runs with the default hops (2 more where those two end "
+           "at different atoms), else 1",
            "independent searches with seeds seed, seed + 1, ...; the lowest objective wins",
            resumable=False),
     Option("jobs", positive_int, "planes 1; restarts one per restart up to the cores",

@@ -48,7 +48,7 @@ from ..lattice_prior import WELL_WIDTH, LatticeWell, SiteWell, fit_well, straine
 from ..potentials import PairPotential, make_potential
 from ..prior import Prior
 from .adcg_options import SEARCH_SETTINGS
-from .alpha import AUTO_SEARCH_ALPHA, alpha_ladder, choose_alpha, explains_data
+from .alpha import AUTO_SEARCH_ALPHA, choose_alpha, explains_data, ladder_order, ladder_settled
 from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
 from .core import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes
 from .dislocation_fit import MIN_ATOMS, SiteModel, detected_families, fit_site_models
@@ -209,6 +209,7 @@ class SearchDriver:
         # The crystals fitted to the data (once per run) and, while the stage runs, those of
         # them still to search under (None: not fitted yet); whether the well in place is one.
         self.site_models, self.dislocation_models, self.well_from_data = None, None, False
+        self._lattices = None  # lattice_candidates of the data, once computed
         self.zone_axes_from = "column coherence" if zone_axes else None
         if (self.dislocation and two_angles and not zone_axes and hops != 0
                 and lattice_prior is None and self.coherence.min() >= ZONE_AXIS_COHERENCE[0]):
@@ -343,9 +344,16 @@ class SearchDriver:
 
     def _data_lattice_fit(self):
         """The best single-grain candidate of :func:`~.lattice_seed.lattice_candidates`."""
-        fits = [c for c in lattice_candidates(self.objective, self.problem.bond_length)
-                if c["grains"] == 1]
+        fits = [c for c in self._lattice_candidates() if c["grains"] == 1]
         return min(fits, key=lambda c: c["misfit"])
+
+    def _lattice_candidates(self):
+        """:func:`~.lattice_seed.lattice_candidates` of the data, computed once per run (they
+        depend on the data alone; the seed step, the lattice stage and the dislocation fit all
+        start from them)."""
+        if self._lattices is None:
+            self._lattices = lattice_candidates(self.objective, self.problem.bond_length)
+        return self._lattices
 
     def _fitted_crystals(self):
         """Crystals with and without an edge dislocation fitted to the data
@@ -431,7 +439,8 @@ class SearchDriver:
         complete = self.candidates if self.problem.geometry.n_angles >= 3 else None
         for seed_state, info in lattice_seeds(self.objective, self.problem.bond_length,
                                               tol=self.tol, per_kind=2, count=3, rng=self.rng,
-                                              candidates=complete):
+                                              candidates=complete,
+                                              lattices=self._lattice_candidates()):
             state = adcg(self.objective, seed_state, self.candidates, max_iterations=20,
                          max_atoms=self.max_atoms, batch=self.batch,
                          separation=self.separation, tol=self.tol)
@@ -702,10 +711,10 @@ class SearchDriver:
         self.phase = "hop" if self.hops > 0 else self._after_search()
 
     def _alpha_step(self):
-        ladder = alpha_ladder()
+        order = ladder_order(self.problem.noise_std is not None)
         k = len(self.alpha_trials)
-        if k < len(ladder):
-            alpha = ladder[k]
+        if k < len(order) and not (k and ladder_settled(self)):
+            alpha = order[k]
             self.objective.set_alpha(alpha)
             trial = self._polish(self.best.copy())
             terms = self.objective.terms(trial)
