@@ -59,11 +59,17 @@ from .objective import AtomObjective, AtomState, near_mask
 from .problem import Problem, Reconstruction
 from .region_reseed import reseed_regions
 from .site_occupancy import anneal_occupancy, occupancy_problem
-from .stages import PIPELINE, STAGES
+from .stages import PIPELINE, STAGES, converged
 from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 
 #: Default basin-hopping budget for two angles in 2D with a pair prior (patience: half of it).
 TWO_ANGLE_HOPS = 1200
+#: Floor of the first stage's adaptive patience (:func:`~.stages.converged`), in hops per
+#: expected atom: two angles, where every pairing fits the data and the prior alone decides,
+#: and elsewhere; and its smallest value.
+TWO_ANGLE_FLOOR = 1.0
+FLOOR_PER_ATOM = 0.5
+MIN_FLOOR_FIRST = 30
 #: Default ``lattice_prior`` (weight of the lattice well, in bonds) for two zone axes in 2D.
 TWO_ANGLE_LATTICE = 3.0
 
@@ -246,8 +252,14 @@ class SearchDriver:
         if hops is None:
             hops = TWO_ANGLE_HOPS if two_angle else min(400, 80 + 6 * self.n_expected)
         self.hops = int(hops)
+        # The patience: an explicit one is fixed; the default is adaptive (stages.converged),
+        # capped by the fixed budget of before, with a floor that scales with the atoms whose
+        # placement the data leave open (all of them at two angles, fewer with more).
+        self.floor = None
         if patience is None:
             patience = max(40, self.hops // 2 if two_angle else self.hops // 5)
+            per_atom = TWO_ANGLE_FLOOR if two_angle else FLOOR_PER_ATOM
+            self.floor = min(int(patience), max(MIN_FLOOR_FIRST, int(per_atom * self.n_expected)))
         self.patience = int(patience)
         self.temperature = float(temperature)
         # Annealing sweeps: each re-draws every atom's position from its heat-bath distribution.
@@ -545,7 +557,9 @@ class SearchDriver:
         self._report("hop", accepted=bool(accepted), move=move.name)
         out_of_time = (self.time_limit is not None
                        and time.perf_counter() - self.t0 > self.time_limit)
-        if self.hop >= self.hops or self.stall >= self.patience or out_of_time:
+        floor = STAGES[self.stage].floor_for(self.floor)
+        if (self.hop >= self.hops or converged(self.hop, self.stall, self.patience, floor)
+                or out_of_time):
             self.state = self.objective.relax(self.best, max_iterations=1000)
             self.state, _ = self.objective.prune(self.state, self.tol)
             self._set_current(self.state)

@@ -11,7 +11,14 @@ re-seeding.
 
 Budgets are fractions of the first stage's ``hops`` (``H``) and ``patience`` (``P``), in integer
 arithmetic: a stage with budget ``(a, b)`` hops ``max(H a // b, 1)`` times (none when ``H`` is
-0); its patience is ``max(X c // d, 1)`` with ``X`` its own hops or ``P``. The measurements
+0); its patience is ``max(X c // d, 1)`` with ``X`` its own hops or ``P``.
+
+When to stop (:func:`converged`). ``H`` and ``P`` are caps; with the default patience a stage
+stops as soon as further hops stop paying: when it has gone :data:`PROGRESS_FACTOR` times as
+many hops without improving its best as it took to find that best, and at least its *floor*
+(the same fraction of the first stage's floor, ``floor_patience`` of the driver, which scales
+with the atoms the data leave ambiguous). A stage whose start is already its best stops after
+its floor; one that keeps improving runs on, up to ``P`` hops past its last improvement. The measurements
 behind each number are in ``docs/decisions/2026-12-07-solver-history.md``.
 """
 
@@ -71,6 +78,33 @@ class Stage:
         """This stage's patience, given its own ``hops`` and the first stage's patience."""
         base, c, d = self.patience
         return max((hops if base == "hops" else first_patience) * c // d, 1)
+
+    def floor_for(self, first_floor: int | None) -> int | None:
+        """This stage's floor of the adaptive patience (:func:`converged`), given the first
+        stage's; None (a fixed patience) for a stage whose patience is a share of its hops."""
+        base, c, d = self.patience
+        if first_floor is None or base == "hops":
+            return None
+        return max(first_floor * c // d, MIN_FLOOR)
+
+
+#: A stage has converged when the hops since its best was found reach this multiple of the hops
+#: it took to find it (and at least its floor).
+PROGRESS_FACTOR = 1
+
+#: Smallest floor of a stage's patience, in hops.
+MIN_FLOOR = 10
+
+
+def converged(hop: int, stall: int, patience: int, floor: int | None) -> bool:
+    """Whether a stage at hop ``hop``, ``stall`` hops after its last improvement, stops: after
+    ``patience`` hops without improvement, or (``floor`` given: the default, adaptive patience)
+    once ``stall`` reaches ``max(floor, PROGRESS_FACTOR * (hop - stall))`` -- the search has
+    spent as long without progress as it took to make it."""
+    if floor is None:
+        return stall >= patience
+    found = hop - stall  # hops it took to reach the best
+    return stall >= min(patience, max(floor, PROGRESS_FACTOR * found))
 
 
 LATER = dict(budget=(1, 3), patience=("patience", 1, 3), temperature=REFINE_TEMPERATURE)
