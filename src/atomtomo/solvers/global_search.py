@@ -59,7 +59,7 @@ from .objective import AtomObjective, AtomState, near_mask
 from .problem import Problem, Reconstruction
 from .region_reseed import reseed_regions
 from .site_occupancy import anneal_occupancy, occupancy_problem
-from .stages import PIPELINE, STAGES, converged
+from .stages import PIPELINE, PROGRESS_GAIN, STAGES, converged
 from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 
 #: Default basin-hopping budget for two angles in 2D with a pair prior (patience: half of it).
@@ -85,7 +85,7 @@ def expected_atom_count(problem: Problem) -> float:
 
 
 #: Version of the checkpoint record (:meth:`SearchDriver._save_checkpoint`).
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 #: The fields of :class:`SearchDriver` that change during a run: a checkpoint saves them by
 #: name (encoded by type, :func:`encode`) and a resumed run restores them.
@@ -93,7 +93,7 @@ STATE_FIELDS = ("phase", "stage", "hops", "patience", "iteration", "hop", "sweep
                 "start", "alpha", "alpha_reason", "alpha_trials", "state", "best", "best_value",
                 "current_value", "well", "well_from_data", "rival", "rival_value",
                 "rival_start", "rival_well", "dislocation_models", "grain_seed", "grain_label",
-                "reseeded", "rng")
+                "reseeded", "progress", "progress_value", "rng")
 
 
 def encode(value, key: str, arrays: dict):
@@ -289,6 +289,9 @@ class SearchDriver:
         self.iteration = 0
         self.hop = 0
         self.stall = 0
+        # the stage's last progress (an improvement of its best by PROGRESS_GAIN E_1): the hops
+        # it took, and the best then (stages.converged)
+        self.progress, self.progress_value = 0, float("inf")
         self.alpha_trials = []  # (alpha, discrepancy^2, state) records of the auto-alpha ladder
         self.state = AtomState(np.zeros((0, problem.ndim)), np.zeros(0, int))
         if initial is not None:
@@ -534,6 +537,8 @@ class SearchDriver:
             self.phase = self._next_after_anneal()
 
     def _hop_step(self):
+        if self.hop == 0:  # a stage starts: its progress is measured from its start
+            self.progress, self.progress_value = 0, float(self.best_value)
         move = draw_move(self.moves, self.state, self.rng)
         origin = self.best if self.rng.random() < 0.3 else self.state
         trial, changed = move(origin, self.rng) if origin.n else (origin.copy(), np.zeros(0, int))
@@ -554,12 +559,14 @@ class SearchDriver:
         else:
             self.stall += 1
         self.hop += 1
+        if value < self.progress_value - PROGRESS_GAIN * self.atom_energy:
+            self.progress, self.progress_value = self.hop, float(value)
         self._report("hop", accepted=bool(accepted), move=move.name)
         out_of_time = (self.time_limit is not None
                        and time.perf_counter() - self.t0 > self.time_limit)
         floor = STAGES[self.stage].floor_for(self.floor)
-        if (self.hop >= self.hops or converged(self.hop, self.stall, self.patience, floor)
-                or out_of_time):
+        if (self.hop >= self.hops or self.stall >= self.patience
+                or converged(self.hop, self.progress, floor) or out_of_time):
             self.state = self.objective.relax(self.best, max_iterations=1000)
             self.state, _ = self.objective.prune(self.state, self.tol)
             self._set_current(self.state)

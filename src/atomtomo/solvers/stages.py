@@ -15,7 +15,8 @@ arithmetic: a stage with budget ``(a, b)`` hops ``max(H a // b, 1)`` times (none
 
 When to stop (:func:`converged`). ``H`` and ``P`` are caps; with the default patience a stage
 stops as soon as further hops stop paying: when it has gone :data:`PROGRESS_FACTOR` times as
-many hops without improving its best as it took to find that best, and at least its *floor*
+many hops without progress (its best lower by :data:`PROGRESS_GAIN` ``E_1``) as it took to
+make that progress, and at least its *floor*
 (the same fraction of the first stage's floor, ``floor_patience`` of the driver, which scales
 with the atoms the data leave ambiguous). A stage whose start is already its best stops after
 its floor; one that keeps improving runs on, up to ``P`` hops past its last improvement. The measurements
@@ -88,23 +89,27 @@ class Stage:
         return max(first_floor * c // d, MIN_FLOOR)
 
 
-#: A stage has converged when the hops since its best was found reach this multiple of the hops
-#: it took to find it (and at least its floor).
+#: A stage has converged when the hops since its last progress reach this multiple of the hops
+#: it took to make it (and at least its floor).
 PROGRESS_FACTOR = 1
+
+#: Progress: an improvement of the stage's best by at least this many atom data energies since
+#: the last progress (the project's measure of a search that has found its answer: within
+#: 0.05 ``E_1`` of the relaxed truth). Smaller gains are polish and still update the best.
+PROGRESS_GAIN = 0.05
 
 #: Smallest floor of a stage's patience, in hops.
 MIN_FLOOR = 10
 
 
-def converged(hop: int, stall: int, patience: int, floor: int | None) -> bool:
-    """Whether a stage at hop ``hop``, ``stall`` hops after its last improvement, stops: after
-    ``patience`` hops without improvement, or (``floor`` given: the default, adaptive patience)
-    once ``stall`` reaches ``max(floor, PROGRESS_FACTOR * (hop - stall))`` -- the search has
-    spent as long without progress as it took to make it."""
+def converged(hop: int, progress: int, floor: int | None) -> bool:
+    """Whether a stage at hop ``hop`` whose last progress came after ``progress`` hops stops
+    (``floor`` None: never, the patience is fixed): once the hops since then reach
+    ``max(floor, PROGRESS_FACTOR * progress)`` -- the search has spent as long without
+    progress as it took to make it."""
     if floor is None:
-        return stall >= patience
-    found = hop - stall  # hops it took to reach the best
-    return stall >= min(patience, max(floor, PROGRESS_FACTOR * found))
+        return False
+    return hop - progress >= max(floor, PROGRESS_FACTOR * progress)
 
 
 LATER = dict(budget=(1, 3), patience=("patience", 1, 3), temperature=REFINE_TEMPERATURE)
