@@ -34,6 +34,10 @@ def trace(path, alpha="auto", **options):
         now = time.perf_counter()
         dt, last[0] = now - last[0], now
         phase = record["phase"]
+        if phase == "hop" and current["stage"] in ("add", "seed", "anneal"):
+            current = {"stage": "search", "t": 0.0, "hops": 0, "last_gain": None,
+                       "best": None, "records": 0}
+            segments.append(current)
         if phase == "hop":
             if current["best"] is None or record["best_objective"] < current["best"] - 1e-12:
                 current["last_gain"] = record["hop"]
