@@ -354,3 +354,17 @@ def test_default_search_stops_early_where_the_start_is_already_best():
     first = phases.index("hop")
     end = next((i for i in range(first, len(phases)) if phases[i] != "hop"), len(phases))
     assert driver.floor == 30 and end - first == driver.floor < driver.patience
+
+
+def test_default_annealing_stops_when_its_sweeps_stop_paying():
+    """Default sweeps stop after the floor of 5 when none makes progress; given sweeps all run."""
+    from atomtomo.solvers.global_search import ANNEAL_FLOOR, SearchDriver
+
+    problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
+
+    def sweeps(**options):
+        history = SearchDriver(problem, alpha=0.0, hops=0, **options).run().history
+        return sum(h["phase"] == "anneal" for h in history)
+
+    assert sweeps() == ANNEAL_FLOOR
+    assert sweeps(sweeps=20) == 20

@@ -70,6 +70,8 @@ TWO_ANGLE_HOPS = 1200
 TWO_ANGLE_FLOOR = 1.0
 FLOOR_PER_ATOM = 0.5
 MIN_FLOOR_FIRST = 30
+#: Floor of the default annealing sweeps' adaptive stop (:func:`~.stages.converged` over sweeps).
+ANNEAL_FLOOR = 5
 #: Default ``lattice_prior`` (weight of the lattice well, in bonds) for two zone axes in 2D.
 TWO_ANGLE_LATTICE = 3.0
 
@@ -264,6 +266,7 @@ class SearchDriver:
         self.temperature = float(temperature)
         # Annealing sweeps: each re-draws every atom's position from its heat-bath distribution.
         self.sweeps = int(sweeps) if sweeps is not None else (20 if self.n_expected <= 400 else 0)
+        self.default_sweeps = sweeps is None
         self.sweep = 0
         # Lattice-fitted starts (2D crystals): on by default when the bond length is known.
         self.lattice_start = (problem.ndim == 2 and bool(bond)) if lattice_start is None else bool(lattice_start)
@@ -506,6 +509,7 @@ class SearchDriver:
         state = self.state.copy()
         if self.sweep == 0:
             state = self._match_expected_count(state)
+            self.progress, self.progress_value = 0, float(self.best_value)
         if state.n:
             frac = self.sweep / max(self.sweeps - 1, 1)
             temperature = self.temperature * self.atom_energy * 0.02 ** frac
@@ -530,8 +534,12 @@ class SearchDriver:
         if self.current_value < self.best_value:
             self.best, self.best_value = state.copy(), self.current_value
         self.sweep += 1
+        if self.best_value < self.progress_value - PROGRESS_GAIN * self.atom_energy:
+            self.progress, self.progress_value = self.sweep, float(self.best_value)
         self._report("anneal", accepted=True, sweep=self.sweep)
-        if self.sweep >= self.sweeps:
+        # the default sweeps stop, like a stage, once they stop paying (stages.converged)
+        floor = ANNEAL_FLOOR if self.floor is not None and self.default_sweeps else None
+        if self.sweep >= self.sweeps or converged(self.sweep, self.progress, floor):
             self.state = self.best.copy()
             self.current_value = self.best_value
             self.phase = self._next_after_anneal()
