@@ -344,26 +344,31 @@ def test_a_stage_stops_when_its_hops_stop_paying():
 
 
 def test_default_search_stops_early_where_the_start_is_already_best():
-    """Three angles, the default budget: the search stops at its floor after the last
-    progress, far inside its hop budget and its fixed patience."""
+    """Two angles, the default budget: the first stage stops at its floor after the last
+    progress, far inside its hop budget and its fixed patience; three angles keep the fixed
+    patience."""
     from atomtomo.solvers.global_search import SearchDriver
 
-    problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
-    driver = SearchDriver(problem, alpha=0.0, sweeps=0)
+    problem = make_problem(SMALL, [0, 90], bond=0.2, noise=0.01)
+    driver = SearchDriver(problem, alpha=0.01, sweeps=0, lattice_prior=0, dislocation=False)
     phases = [r["phase"] for r in driver.run().history]
     first = phases.index("hop")
     end = next((i for i in range(first, len(phases)) if phases[i] != "hop"), len(phases))
     assert driver.floor == 30 and end - first == driver.floor < driver.patience
+    three = SearchDriver(make_problem(SMALL, [0, 60, 120], bond=0.2), alpha=0.01)
+    assert three.floor is None
 
 
 def test_default_annealing_stops_when_its_sweeps_stop_paying():
-    """Default sweeps stop after the floor of 5 when none makes progress; given sweeps all run."""
+    """Two angles: default sweeps stop after the floor of 5 when none makes progress; given
+    sweeps all run."""
     from atomtomo.solvers.global_search import ANNEAL_FLOOR, SearchDriver
 
-    problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
+    problem = make_problem(SMALL, [0, 90], bond=0.2, noise=0.01)
 
     def sweeps(**options):
-        history = SearchDriver(problem, alpha=0.0, hops=0, **options).run().history
+        history = SearchDriver(problem, alpha=0.01, hops=0, lattice_prior=0, dislocation=False,
+                               **options).run().history
         return sum(h["phase"] == "anneal" for h in history)
 
     assert sweeps() == ANNEAL_FLOOR

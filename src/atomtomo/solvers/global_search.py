@@ -64,11 +64,10 @@ from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 
 #: Default basin-hopping budget for two angles in 2D with a pair prior (patience: half of it).
 TWO_ANGLE_HOPS = 1200
-#: Floor of the first stage's adaptive patience (:func:`~.stages.converged`), in hops per
-#: expected atom: two angles, where every pairing fits the data and the prior alone decides,
-#: and elsewhere; and its smallest value.
+#: Floor of the first stage's adaptive patience (:func:`~.stages.converged`; two angles in 2D
+#: with a pair prior, where every pairing fits the data and the prior alone decides), in hops
+#: per expected atom, and its smallest value.
 TWO_ANGLE_FLOOR = 1.0
-FLOOR_PER_ATOM = 0.5
 MIN_FLOOR_FIRST = 30
 #: Floor of the default annealing sweeps' adaptive stop (:func:`~.stages.converged` over sweeps).
 ANNEAL_FLOOR = 5
@@ -257,11 +256,15 @@ class SearchDriver:
         # The patience: an explicit one is fixed; the default is adaptive (stages.converged),
         # capped by the fixed budget of before, with a floor that scales with the atoms whose
         # placement the data leave open (all of them at two angles, fewer with more).
+        # Only at two angles (the large budget): elsewhere the fixed patience was already short,
+        # and the one hard three-angle case measured ended worse with the adaptive stop
+        # (docs/decisions/2026-12-07-speed.md).
         self.floor = None
         if patience is None:
             patience = max(40, self.hops // 2 if two_angle else self.hops // 5)
-            per_atom = TWO_ANGLE_FLOOR if two_angle else FLOOR_PER_ATOM
-            self.floor = min(int(patience), max(MIN_FLOOR_FIRST, int(per_atom * self.n_expected)))
+            if two_angle:
+                self.floor = min(int(patience),
+                                 max(MIN_FLOOR_FIRST, int(TWO_ANGLE_FLOOR * self.n_expected)))
         self.patience = int(patience)
         self.temperature = float(temperature)
         # Annealing sweeps: each re-draws every atom's position from its heat-bath distribution.

@@ -13,7 +13,8 @@ Budgets are fractions of the first stage's ``hops`` (``H``) and ``patience`` (``
 arithmetic: a stage with budget ``(a, b)`` hops ``max(H a // b, 1)`` times (none when ``H`` is
 0); its patience is ``max(X c // d, 1)`` with ``X`` its own hops or ``P``.
 
-When to stop (:func:`converged`). ``H`` and ``P`` are caps; with the default patience a stage
+When to stop (:func:`converged`). ``H`` and ``P`` are caps; with the default patience at two
+angles (the driver's ``floor``; elsewhere the patience stays fixed) a stage
 stops as soon as further hops stop paying: when it has gone :data:`PROGRESS_FACTOR` times as
 many hops without progress (its best lower by :data:`PROGRESS_GAIN` ``E_1``) as it took to
 make that progress, and at least its *floor*
