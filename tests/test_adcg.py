@@ -310,3 +310,66 @@ def test_run_killed_in_the_grain_stage_resumes_to_the_same_result(tmp_path):
     assert np.array_equal(resumed.configuration.positions, full.configuration.positions)
     assert resumed.info["objective"] == full.info["objective"]
     assert resumed.info["start"] == full.info["start"]
+
+
+def test_alpha_ladder_walks_down_and_stops_at_the_largest_alpha_meeting_the_target():
+    """With the file's noise level the ladder goes from the top down and stops at the first
+    alpha that meets the discrepancy target: the one the rule takes from the whole ladder."""
+    from atomtomo.solvers.alpha import alpha_ladder, ladder_order
+
+    assert ladder_order(True) == alpha_ladder()[::-1]
+    assert ladder_order(False)[0] == 0.0 and sorted(ladder_order(False)) == alpha_ladder()
+    problem = make_problem(SMALL, [0, 60, 120], bond=0.2, noise=0.01)
+    records = []
+    rec = reconstruct(problem, "adcg", alpha="auto", seed=0, hops=5, sweeps=0,
+                      callback=records.append)
+    tried = [r["trial_alpha"] for r in records if r["phase"] == "alpha"][:-1]
+    assert tried == alpha_ladder()[::-1][:len(tried)]
+    assert rec.info["alpha"] == min(tried)
+
+
+def test_a_stage_stops_when_its_hops_stop_paying():
+    """The adaptive patience: a stage stops once it has gone as many hops without progress as
+    it took to make its last progress, and never before its floor; a fixed patience (no
+    floor) never stops it this way."""
+    from atomtomo.solvers.stages import STAGES, converged
+
+    assert not converged(hop=20, progress=0, floor=30)
+    assert converged(hop=30, progress=0, floor=30)  # the start was the best: the floor
+    assert not converged(hop=150, progress=100, floor=30)  # progress late: as long again
+    assert converged(hop=200, progress=100, floor=30)
+    assert not converged(hop=10 ** 6, progress=0, floor=None)
+    assert STAGES["lattice"].floor_for(30) == 10 and STAGES["search"].floor_for(45) == 45
+    assert STAGES["grains"].floor_for(30) is None  # its patience is a share of its own hops
+
+
+def test_default_search_stops_early_where_the_start_is_already_best():
+    """Two angles, the default budget: the first stage stops at its floor after the last
+    progress, far inside its hop budget and its fixed patience; three angles keep the fixed
+    patience."""
+    from atomtomo.solvers.global_search import SearchDriver
+
+    problem = make_problem(SMALL, [0, 90], bond=0.2, noise=0.01)
+    driver = SearchDriver(problem, alpha=0.01, sweeps=0, lattice_prior=0, dislocation=False)
+    phases = [r["phase"] for r in driver.run().history]
+    first = phases.index("hop")
+    end = next((i for i in range(first, len(phases)) if phases[i] != "hop"), len(phases))
+    assert driver.floor == 30 and end - first == driver.floor < driver.patience
+    three = SearchDriver(make_problem(SMALL, [0, 60, 120], bond=0.2), alpha=0.01)
+    assert three.floor is None
+
+
+def test_default_annealing_stops_when_its_sweeps_stop_paying():
+    """Two angles: default sweeps stop after the floor of 5 when none makes progress; given
+    sweeps all run."""
+    from atomtomo.solvers.global_search import ANNEAL_FLOOR, SearchDriver
+
+    problem = make_problem(SMALL, [0, 90], bond=0.2, noise=0.01)
+
+    def sweeps(**options):
+        history = SearchDriver(problem, alpha=0.01, hops=0, lattice_prior=0, dislocation=False,
+                               **options).run().history
+        return sum(h["phase"] == "anneal" for h in history)
+
+    assert sweeps() == ANNEAL_FLOOR
+    assert sweeps(sweeps=20) == 20

@@ -98,3 +98,55 @@ def test_bad_restarts_option_is_an_input_error(crystal):
     problem, _ = crystal
     with pytest.raises(InputError, match="restarts"):
         reconstruct_adcg(problem, restarts=0, **OPTIONS)
+
+
+def _config(positions, species=None):
+    from atomtomo import Configuration
+
+    positions = np.asarray(positions, float)
+    return Reconstruction(Configuration(positions, species=species), {}, [])
+
+
+def test_searches_agree_on_the_same_atoms_in_any_order_within_a_tenth_of_a_bond():
+    from atomtomo.solvers.restarts import agree
+
+    a = _config([[0.0, 0.0], [0.2, 0.0], [0.0, 0.2]])
+    b = _config([[0.0, 0.21], [0.005, 0.0], [0.2, 0.01]])
+    assert agree([a, b], length=0.2)
+    assert not agree([a, _config([[0.0, 0.0], [0.2, 0.0], [0.1, 0.1]])], length=0.2)
+    assert not agree([a, _config([[0.0, 0.0], [0.2, 0.0]])], length=0.2)  # an atom short
+
+
+class _Fake:
+    """A search whose result depends on its seed only (for run_restarts without a solver)."""
+
+    callback = None
+
+    def __init__(self, seed, places):
+        self.seed, self.places = seed, places
+
+    def run(self):
+        return _solve(None, seed=self.seed, places=self.places)
+
+
+def _solve(problem, *, seed, places, **_):
+    res = _config([[places[seed], 0.0], [0.0, 0.2]])
+    res.info.update(alpha=0.01, objective=float(seed), hops=1, iterations=1)
+    return res
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_two_more_restarts_run_only_where_the_first_two_disagree(jobs):
+    from atomtomo.solvers.restarts import run_restarts
+
+    agreeing = {0: 0.2, 1: 0.201, 2: 0.5, 3: 0.6}
+    run = {"seed": 0, "places": agreeing}
+    result = run_restarts(_Fake(0, agreeing), None, 2, jobs, run, solve=_solve, more=2,
+                          length=0.2)
+    assert result.info["restarts"] == 2 and result.info["restarts_agreed"]
+    differing = {0: 0.2, 1: 0.4, 2: 0.5, 3: 0.6}
+    run = {"seed": 0, "places": differing}
+    result = run_restarts(_Fake(0, differing), None, 2, jobs, run, solve=_solve, more=2,
+                          length=0.2)
+    assert result.info["restarts"] == 4 and not result.info["restarts_agreed"]
+    assert result.info["restart_objectives"] == "0,1,2,3" and result.info["restart"] == 0

@@ -22,7 +22,7 @@ from .global_search import SearchDriver
 from .layers import LayeredRun, find_layers
 from .options import parse_options
 from .problem import Problem, Reconstruction
-from .restarts import default_restarts, run_restarts
+from .restarts import MAX_RESTARTS, default_restarts, run_restarts
 
 
 @time_limited("time_limit")  # the whole run: every stage, restart and polish
@@ -68,11 +68,13 @@ def reconstruct_adcg(problem: Problem, *, alpha=0.0, seed: int = 0, callback=Non
     run = dict(alpha=alpha, seed=seed, initial=initial, max_iterations=max_iterations,
                checkpoint=checkpoint, resume=resume, callback=callback, field=field, **options)
     driver = SearchDriver(problem, **run)
+    more = 0
     if restarts is None:
         restarts = default_restarts(driver, options)
+        more = MAX_RESTARTS - restarts if restarts > 1 else 0  # where the first disagree
     if restarts > 1:
         result = run_restarts(driver, problem, restarts, jobs or min(restarts, _cores()), run,
-                              solve=search)
+                              solve=search, more=more, length=driver.length_scale)
     else:
         result = driver.run()
     result.info["runtime_s"] = round(time.perf_counter() - start + driver.previous_runtime, 3)

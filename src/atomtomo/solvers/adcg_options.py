@@ -34,8 +34,10 @@ ADCG_OPTIONS = (
            "1200 for two angles (n <= 400), else min(400, 80 + 6 n)",
            "basin-hopping budget of the first search stage (later stages get a third); 0: "
            "greedy ADCG only"),
-    Option("patience", positive_int, "hops / 2 for two angles, else hops / 5; at least 40",
-           "hops without improvement that end a stage"),
+    Option("patience", positive_int,
+           "hops / 2 for two angles, else hops / 5; at least 40 (two angles: a stage also "
+           "stops once as many hops pass without progress as it took to make it, at least n)",
+           "hops without improvement that end a stage (given: only this rule)"),
     Option("batch", positive_int, "max(1, n // 25)", "atoms added per ADCG iteration"),
     Option("grid_spacing", positive_float,
            "sqrt(sigma^2 + pixel^2 / 12), at most bond / 4; coarser above 40 000 points (2D) "
@@ -49,7 +51,8 @@ ADCG_OPTIONS = (
            "machine)", resumable=False),
     Option("tol", non_negative_float, "1e-4 atom data energies",
            "smallest decrease of the objective that counts"),
-    Option("sweeps", non_negative_int, "20 for n <= 400, else 0",
+    Option("sweeps", non_negative_int,
+           "20 for n <= 400, else 0 (two angles: fewer once they stop paying, at least 5)",
            "simulated-annealing sweeps over positions before basin hopping"),
     Option("lattice_start", boolean, "on in 2D with the bond length",
            "also start from lattices fitted to the data"),
@@ -77,7 +80,8 @@ ADCG_OPTIONS = (
            "3D single-axis data: plane by plane in 2D, then a 3D polish (auto: when the data "
            "split into planes)", resumable=False),
     Option("restarts", positive_int,
-           "2 where the lattice stage runs with the default hops, else 1",
+           "2 where the lattice stage runs with the default hops (2 more where those two end "
+           "at different atoms), else 1",
            "independent searches with seeds seed, seed + 1, ...; the lowest objective wins",
            resumable=False),
     Option("jobs", positive_int, "one per core (planes); one per restart up to the cores",

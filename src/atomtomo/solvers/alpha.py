@@ -21,7 +21,8 @@ atoms more than 0.1 bond lengths off their true places (F1 of the relaxed truth 
 
 Why this rule: it needs no ground truth and no extra tuning constant beyond the noise level,
 it is cheap here (each ``alpha`` of the ladder is a local polish of one global-search result,
-not a new search), and it behaves as the poster's alpha sweep shows — too large an ``alpha``
+not a new search, and the ladder is walked from the top down, stopping at the first ``alpha``
+that meets the target: :func:`ladder_order`, :func:`ladder_settled`), and it behaves as the poster's alpha sweep shows — too large an ``alpha``
 moves atoms off the data (defect atoms are pushed away or pruned), which shows up at once as a
 discrepancy above the noise. The noise level is the file's ``noise_std`` when given, else
 estimated from the residual of the least-regularised reconstruction of the ladder (divided by
@@ -75,24 +76,53 @@ def explains_data(problem, discrepancy: float, atom_energy: float):
     return bool(discrepancy ** 2 <= target)
 
 
+def ladder_order(noise_known: bool):
+    """The order the ladder is tried in: from the top (the search's own alpha) down, so that the
+    first alpha that meets the target is the largest that does -- the rule's choice -- and the
+    smaller ones need no polish. Without the file's noise level ``alpha = 0`` goes first: its
+    misfit estimates the noise."""
+    top_down = alpha_ladder()[::-1]
+    return top_down if noise_known else [top_down[-1], *top_down[:-1]]
+
+
+def _target(driver):
+    """``(target, source)``: the discrepancy target of ``driver``'s data and where its noise
+    level comes from (the file, or the misfit of the ``alpha = 0`` trial)."""
+    problem = driver.problem
+    n_data = problem.data.size
+    if problem.noise_std is not None:
+        noise_var = float(problem.noise_std) ** 2
+        source = f"noise_std={problem.noise_std:.3g} from the file"
+    else:
+        a0, d0, s0 = min(driver.alpha_trials, key=lambda t: t[0])
+        dof = max(n_data - problem.ndim * s0.n, 1)
+        noise_var = d0 / dof
+        source = f"noise std estimated {np.sqrt(noise_var):.3g}"
+    return discrepancy_target(n_data, noise_var, driver.atom_energy), source
+
+
+def ladder_settled(driver) -> bool:
+    """Whether the trials so far decide :func:`choose_alpha`: every alpha of the ladder has
+    been tried, or one meets the target and every larger one has been tried (the rule takes
+    the largest that meets it, so the smaller ones cannot change the choice)."""
+    tried = {a for a, _, _ in driver.alpha_trials}
+    ladder = alpha_ladder()
+    if tried >= set(ladder):
+        return True
+    if driver.problem.noise_std is None and 0.0 not in tried:
+        return False
+    target, _ = _target(driver)
+    return any(d <= target and all(b in tried for b in ladder if b > a)
+               for a, d, _ in driver.alpha_trials)
+
+
 def choose_alpha(driver):
     """Pick ``alpha`` from ``driver.alpha_trials`` = [(alpha, ||r||^2, state), ...].
 
     Returns ``(alpha, reason)``; ``reason`` is a short text written into the output file.
     """
-    problem = driver.problem
-    n_data = problem.data.size
-    trials = sorted(driver.alpha_trials, key=lambda t: t[0])
-    if problem.noise_std is not None:
-        noise_var = float(problem.noise_std) ** 2
-        source = f"noise_std={problem.noise_std:.3g} from the file"
-    else:
-        a0, d0, s0 = trials[0]
-        dof = max(n_data - problem.ndim * s0.n, 1)
-        noise_var = d0 / dof
-        source = f"noise std estimated {np.sqrt(noise_var):.3g}"
-    target = discrepancy_target(n_data, noise_var, driver.atom_energy)
-    ok = [a for a, d, _ in trials if d <= target]
+    target, source = _target(driver)
+    ok = [a for a, d, _ in driver.alpha_trials if d <= target]
     if ok:
         return max(ok), f"discrepancy principle ({source}; target ||r||^2<={target:.4g})"
     return AUTO_SEARCH_ALPHA, (f"discrepancy principle: no alpha reached the target "

@@ -49,7 +49,7 @@ from ..potentials import PairPotential, make_potential
 from ..prior import Prior
 from ..stopping import remaining, should_stop
 from .adcg_options import SEARCH_SETTINGS
-from .alpha import AUTO_SEARCH_ALPHA, alpha_ladder, choose_alpha, explains_data
+from .alpha import AUTO_SEARCH_ALPHA, choose_alpha, explains_data, ladder_order, ladder_settled
 from .checkpoint import check_settings, digest, read_checkpoint, write_checkpoint
 from .core import LOCAL_MOVE_ABOVE, Candidates, adcg, adcg_iteration, candidate_axes
 from .dislocation_fit import MIN_ATOMS, SiteModel, detected_families, fit_site_models
@@ -60,11 +60,18 @@ from .objective import AtomObjective, AtomState, near_mask
 from .problem import Problem, Reconstruction
 from .region_reseed import reseed_regions
 from .site_occupancy import anneal_occupancy, occupancy_problem
-from .stages import PIPELINE, STAGES
+from .stages import PIPELINE, PROGRESS_GAIN, STAGES, converged
 from .zone_axes import ZONE_AXIS_COHERENCE, along_zone_axes, beams_along_rows
 
 #: Default basin-hopping budget for two angles in 2D with a pair prior (patience: half of it).
 TWO_ANGLE_HOPS = 1200
+#: Floor of the first stage's adaptive patience (:func:`~.stages.converged`; two angles in 2D
+#: with a pair prior, where every pairing fits the data and the prior alone decides), in hops
+#: per expected atom, and its smallest value.
+TWO_ANGLE_FLOOR = 1.0
+MIN_FLOOR_FIRST = 30
+#: Floor of the default annealing sweeps' adaptive stop (:func:`~.stages.converged` over sweeps).
+ANNEAL_FLOOR = 5
 #: Default ``lattice_prior`` (weight of the lattice well, in bonds) for two zone axes in 2D.
 TWO_ANGLE_LATTICE = 3.0
 
@@ -80,7 +87,7 @@ def expected_atom_count(problem: Problem) -> float:
 
 
 #: Version of the checkpoint record (:meth:`SearchDriver._save_checkpoint`).
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 #: The fields of :class:`SearchDriver` that change during a run: a checkpoint saves them by
 #: name (encoded by type, :func:`encode`) and a resumed run restores them.
@@ -88,7 +95,7 @@ STATE_FIELDS = ("phase", "stage", "hops", "patience", "iteration", "hop", "sweep
                 "start", "alpha", "alpha_reason", "alpha_trials", "state", "best", "best_value",
                 "current_value", "well", "well_from_data", "rival", "rival_value",
                 "rival_start", "rival_well", "dislocation_models", "grain_seed", "grain_label",
-                "reseeded", "rng")
+                "reseeded", "progress", "progress_value", "rng")
 
 
 def encode(value, key: str, arrays: dict):
@@ -210,6 +217,7 @@ class SearchDriver:
         # The crystals fitted to the data (once per run) and, while the stage runs, those of
         # them still to search under (None: not fitted yet); whether the well in place is one.
         self.site_models, self.dislocation_models, self.well_from_data = None, None, False
+        self._lattices = None  # lattice_candidates of the data, once computed
         self.zone_axes_from = "column coherence" if zone_axes else None
         if (self.dislocation and two_angles and not zone_axes and hops != 0
                 and lattice_prior is None and self.coherence.min() >= ZONE_AXIS_COHERENCE[0]):
@@ -246,12 +254,23 @@ class SearchDriver:
         if hops is None:
             hops = TWO_ANGLE_HOPS if two_angle else min(400, 80 + 6 * self.n_expected)
         self.hops = int(hops)
+        # The patience: an explicit one is fixed; the default is adaptive (stages.converged),
+        # capped by the fixed budget of before, with a floor that scales with the atoms whose
+        # placement the data leave open (all of them at two angles, fewer with more).
+        # Only at two angles (the large budget): elsewhere the fixed patience was already short,
+        # and the one hard three-angle case measured ended worse with the adaptive stop
+        # (docs/decisions/2026-12-07-speed.md).
+        self.floor = None
         if patience is None:
             patience = max(40, self.hops // 2 if two_angle else self.hops // 5)
+            if two_angle:
+                self.floor = min(int(patience),
+                                 max(MIN_FLOOR_FIRST, int(TWO_ANGLE_FLOOR * self.n_expected)))
         self.patience = int(patience)
         self.temperature = float(temperature)
         # Annealing sweeps: each re-draws every atom's position from its heat-bath distribution.
         self.sweeps = int(sweeps) if sweeps is not None else (20 if self.n_expected <= 400 else 0)
+        self.default_sweeps = sweeps is None
         self.sweep = 0
         # Lattice-fitted starts (2D crystals): on by default when the bond length is known.
         self.lattice_start = (problem.ndim == 2 and bool(bond)) if lattice_start is None else bool(lattice_start)
@@ -277,6 +296,9 @@ class SearchDriver:
         self.iteration = 0
         self.hop = 0
         self.stall = 0
+        # the stage's last progress (an improvement of its best by PROGRESS_GAIN E_1): the hops
+        # it took, and the best then (stages.converged)
+        self.progress, self.progress_value = 0, float("inf")
         self.alpha_trials = []  # (alpha, discrepancy^2, state) records of the auto-alpha ladder
         self.state = AtomState(np.zeros((0, problem.ndim)), np.zeros(0, int))
         if initial is not None:
@@ -344,9 +366,16 @@ class SearchDriver:
 
     def _data_lattice_fit(self):
         """The best single-grain candidate of :func:`~.lattice_seed.lattice_candidates`."""
-        fits = [c for c in lattice_candidates(self.objective, self.problem.bond_length)
-                if c["grains"] == 1]
+        fits = [c for c in self._lattice_candidates() if c["grains"] == 1]
         return min(fits, key=lambda c: c["misfit"])
+
+    def _lattice_candidates(self):
+        """:func:`~.lattice_seed.lattice_candidates` of the data, computed once per run (they
+        depend on the data alone; the seed step, the lattice stage and the dislocation fit all
+        start from them)."""
+        if self._lattices is None:
+            self._lattices = lattice_candidates(self.objective, self.problem.bond_length)
+        return self._lattices
 
     def _fitted_crystals(self):
         """Crystals with and without an edge dislocation fitted to the data
@@ -434,7 +463,8 @@ class SearchDriver:
         complete = self.candidates if self.problem.geometry.n_angles >= 3 else None
         for seed_state, info in lattice_seeds(self.objective, self.problem.bond_length,
                                               tol=self.tol, per_kind=2, count=3, rng=self.rng,
-                                              candidates=complete):
+                                              candidates=complete,
+                                              lattices=self._lattice_candidates()):
             state = adcg(self.objective, seed_state, self.candidates, max_iterations=20,
                          max_atoms=self.max_atoms, batch=self.batch,
                          separation=self.separation, tol=self.tol)
@@ -485,6 +515,7 @@ class SearchDriver:
         state = self.state.copy()
         if self.sweep == 0:
             state = self._match_expected_count(state)
+            self.progress, self.progress_value = 0, float(self.best_value)
         if state.n:
             frac = self.sweep / max(self.sweeps - 1, 1)
             temperature = self.temperature * self.atom_energy * 0.02 ** frac
@@ -511,13 +542,19 @@ class SearchDriver:
         if self.current_value < self.best_value:
             self.best, self.best_value = state.copy(), self.current_value
         self.sweep += 1
+        if self.best_value < self.progress_value - PROGRESS_GAIN * self.atom_energy:
+            self.progress, self.progress_value = self.sweep, float(self.best_value)
         self._report("anneal", accepted=True, sweep=self.sweep)
-        if self.sweep >= self.sweeps:
+        # the default sweeps stop, like a stage, once they stop paying (stages.converged)
+        floor = ANNEAL_FLOOR if self.floor is not None and self.default_sweeps else None
+        if self.sweep >= self.sweeps or converged(self.sweep, self.progress, floor):
             self.state = self.best.copy()
             self.current_value = self.best_value
             self.phase = self._next_after_anneal()
 
     def _hop_step(self):
+        if self.hop == 0:  # a stage starts: its progress is measured from its start
+            self.progress, self.progress_value = 0, float(self.best_value)
         move = draw_move(self.moves, self.state, self.rng)
         origin = self.best if self.rng.random() < 0.3 else self.state
         trial, changed = move(origin, self.rng) if origin.n else (origin.copy(), np.zeros(0, int))
@@ -538,10 +575,14 @@ class SearchDriver:
         else:
             self.stall += 1
         self.hop += 1
+        if value < self.progress_value - PROGRESS_GAIN * self.atom_energy:
+            self.progress, self.progress_value = self.hop, float(value)
         self._report("hop", accepted=bool(accepted), move=move.name)
         out_of_time = (self.time_limit is not None
                        and time.perf_counter() - self.t0 > self.time_limit)
-        if self.hop >= self.hops or self.stall >= self.patience or out_of_time:
+        floor = STAGES[self.stage].floor_for(self.floor)
+        if (self.hop >= self.hops or self.stall >= self.patience
+                or converged(self.hop, self.progress, floor) or out_of_time):
             self.state = self.objective.relax(self.best, max_iterations=1000)
             self.state, _ = self.objective.prune(self.state, self.tol)
             self._set_current(self.state)
@@ -707,10 +748,10 @@ class SearchDriver:
         self.phase = "hop" if self.hops > 0 else self._after_search()
 
     def _alpha_step(self):
-        ladder = alpha_ladder()
+        order = ladder_order(self.problem.noise_std is not None)
         k = len(self.alpha_trials)
-        if k < len(ladder):
-            alpha = ladder[k]
+        if k < len(order) and not (k and ladder_settled(self)):
+            alpha = order[k]
             self.objective.set_alpha(alpha)
             trial = self._polish(self.best.copy())
             terms = self.objective.terms(trial)

@@ -580,7 +580,7 @@ def complete_unrelaxed(objective: AtomObjective, state: AtomState, candidates, t
 
 
 def lattice_seeds(objective: AtomObjective, spacing: float, tol=0.0, per_kind: int = 2,
-                  count: int | None = 3, rng=None, candidates=None):
+                  count: int | None = 3, rng=None, candidates=None, lattices=None):
     """Configurations started from fitted lattices, best first.
 
     Every candidate of :func:`lattice_candidates` has its sites occupied by the data (greedy,
@@ -590,11 +590,14 @@ def lattice_seeds(objective: AtomObjective, spacing: float, tol=0.0, per_kind: i
     objective and pruned; with ``candidates`` (:class:`~atomtomo.solvers.core.Candidates`) the
     interstitials go in before the relaxation (:func:`complete_unrelaxed`). Returns
     ``(state, info)`` pairs; ``info`` has the candidate's ``label``, ``misfit``, ``score`` and
-    number of ``grains``.
+    number of ``grains``. ``lattices``: the result of :func:`lattice_candidates` for these data
+    when the caller has it already (it depends on the data alone, and takes seconds).
     """
     rng = np.random.default_rng(rng)
     occupied = []
-    for cand in lattice_candidates(objective, spacing, per_kind):
+    if lattices is None:
+        lattices = lattice_candidates(objective, spacing, per_kind)
+    for cand in lattices:
         if should_stop():
             break
         sites = cand["sites"]

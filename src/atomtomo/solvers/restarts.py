@@ -26,16 +26,54 @@ with ``restart=r`` in each record; with ``jobs`` > 1 the restarts ``r > 0`` run 
 processes while restart 0 runs in this one, and their records (without positions) reach the
 callback when they finish. A run killed while restarts are under way resumes each of them from
 its own checkpoint; one already finished returns its result at once.
+
+When to stop. Two independent searches that end at the same atoms (:func:`agree`: the same
+count and species, one-to-one within :data:`AGREEMENT` bond lengths) have settled what the data
+and the prior leave ambiguous: more searches would end there too. Where they disagree, the data
+leave the configuration ambiguous and the searches are short of it: by default (``restarts`` not
+given) as many more run again with the next seeds (:data:`MAX_RESTARTS` in all), and the best of
+all is the result. So the work goes where the data are ambiguous.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
 from .problem import Reconstruction
 
 #: Restarts by default where the lattice stage runs (two zone-axis projections in 2D).
 TWO_ANGLE_RESTARTS = 2
+
+#: Most restarts by default: where the first ones disagree, as many again run once.
+MAX_RESTARTS = 4
+
+#: Two searches agree when their atoms match one to one within this many bond lengths (the
+#: tolerance at which results are scored).
+AGREEMENT = 0.1
+
+
+def agree(results, length: float) -> bool:
+    """Whether the configurations of ``results`` (Reconstructions) are the same atoms: the same
+    count, and an assignment matching every atom to one of the same species within
+    ``AGREEMENT * length``."""
+    first = results[0].configuration
+    for other in results[1:]:
+        other = other.configuration
+        if other.n_atoms != first.n_atoms:
+            return False
+        if first.n_atoms == 0:
+            continue
+        d = cdist(first.positions, other.positions)
+        d[np.asarray(first.species)[:, None] != np.asarray(other.species)[None, :]] = np.inf
+        d = np.where(np.isfinite(d), d, 1e9)
+        rows, cols = linear_sum_assignment(d)
+        if d[rows, cols].max() > AGREEMENT * length:
+            return False
+    return True
 
 
 def default_restarts(driver, options) -> int:
@@ -58,7 +96,8 @@ def restart_checkpoint(checkpoint, r: int):
     return path.with_name(f"{path.name}.restart{r}")
 
 
-def run_restarts(first, problem, restarts: int, jobs: int, run: dict, *, solve) -> Reconstruction:
+def run_restarts(first, problem, restarts: int, jobs: int, run: dict, *, solve,
+                 more: int = 0, length: float | None = None) -> Reconstruction:
     """Run ``first`` (restart 0: anything with a ``run()`` returning a Reconstruction and a
     settable ``callback``, e.g. a ready :class:`~.global_search.SearchDriver`) and
     ``restarts - 1`` more searches with the next seeds; return the best (see module docstring).
@@ -66,6 +105,8 @@ def run_restarts(first, problem, restarts: int, jobs: int, run: dict, *, solve) 
     ``run`` holds the keyword arguments ``first`` was made with (seed, checkpoint, callback and
     options); ``solve(problem, **run) -> Reconstruction`` runs one more search (a module-level
     function, so that worker processes can run it; :func:`atomtomo.solvers.adcg.search`).
+    ``more``: restarts to run after the first ``restarts`` when those do not :func:`agree`
+    within ``length`` (the bond length; 0: none).
     """
     callback = run.get("callback")
     seed, checkpoint = int(run.get("seed", 0)), run.get("checkpoint")
@@ -76,24 +117,15 @@ def run_restarts(first, problem, restarts: int, jobs: int, run: dict, *, solve) 
 
     if callback is not None:
         first.callback = _tagged(callback, 0)
-    others = range(1, restarts)
     results = {}
-    if jobs > 1 and restarts > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=min(jobs - 1, restarts - 1)) as pool:
-            futures = {r: pool.submit(solve, problem, **{**settings(r), "callback": None})
-                       for r in others}
-            results[0] = first.run()
-            for r, future in futures.items():
-                results[r] = future.result()
-                if callback is not None:  # the finished search's records, without positions
-                    for record in results[r].history:
-                        callback({**record, "restart": r})
-    else:
-        results[0] = first.run()
-        for r in others:
-            results[r] = solve(problem, **settings(r))
+    _run_batch(results, first, range(1, restarts), jobs, problem, settings, solve, callback)
+    agreed = None
+    if more > 0 and length:
+        agreed = agree([results[r] for r in range(restarts)], length)
+        if not agreed:
+            _run_batch(results, None, range(restarts, restarts + more), jobs, problem,
+                       settings, solve, callback)
+            restarts += more
     ordered = [results[r] for r in range(restarts)]
     pick = best_restart(ordered)
     chosen = ordered[pick]
@@ -101,9 +133,37 @@ def run_restarts(first, problem, restarts: int, jobs: int, run: dict, *, solve) 
     info.update(restarts=restarts, restart=pick,
                 restart_objectives=",".join(f"{r.info['objective']:.6g}" for r in ordered),
                 hops=sum(r.info["hops"] for r in ordered),
-                iterations=sum(r.info["iterations"] for r in ordered))
+                iterations=sum(r.info["iterations"] for r in ordered),
+                **({} if agreed is None else {"restarts_agreed": agreed}))
     history = [{**h, "restart": r} for r, res in enumerate(ordered) for h in res.history]
     return Reconstruction(chosen.configuration, info, history)
+
+
+def _run_batch(results, first, others, jobs, problem, settings, solve, callback):
+    """Run ``first`` (restart 0, in this process; None: none) and the restarts ``others``, in
+    up to ``jobs`` processes; put the results into ``results`` by restart."""
+    others = list(others)
+    if jobs > 1 and len(others) > (first is None):
+        from concurrent.futures import ProcessPoolExecutor
+
+        local = others.pop(0) if first is None else None  # one search runs in this process
+        with ProcessPoolExecutor(max_workers=min(jobs - 1, len(others))) as pool:
+            futures = {r: pool.submit(solve, problem, **{**settings(r), "callback": None})
+                       for r in others}
+            if first is not None:
+                results[0] = first.run()
+            else:
+                results[local] = solve(problem, **settings(local))
+            for r, future in futures.items():
+                results[r] = future.result()
+                if callback is not None:  # the finished search's records, without positions
+                    for record in results[r].history:
+                        callback({**record, "restart": r})
+    else:
+        if first is not None:
+            results[0] = first.run()
+        for r in others:
+            results[r] = solve(problem, **settings(r))
 
 
 def _tagged(callback, r):

@@ -11,7 +11,16 @@ re-seeding.
 
 Budgets are fractions of the first stage's ``hops`` (``H``) and ``patience`` (``P``), in integer
 arithmetic: a stage with budget ``(a, b)`` hops ``max(H a // b, 1)`` times (none when ``H`` is
-0); its patience is ``max(X c // d, 1)`` with ``X`` its own hops or ``P``. The measurements
+0); its patience is ``max(X c // d, 1)`` with ``X`` its own hops or ``P``.
+
+When to stop (:func:`converged`). ``H`` and ``P`` are caps; with the default patience at two
+angles (the driver's ``floor``; elsewhere the patience stays fixed) a stage
+stops as soon as further hops stop paying: when it has gone :data:`PROGRESS_FACTOR` times as
+many hops without progress (its best lower by :data:`PROGRESS_GAIN` ``E_1``) as it took to
+make that progress, and at least its *floor*
+(the same fraction of the first stage's floor, ``floor_patience`` of the driver, which scales
+with the atoms the data leave ambiguous). A stage whose start is already its best stops after
+its floor; one that keeps improving runs on, up to ``P`` hops past its last improvement. The measurements
 behind each number are in ``docs/decisions/2026-12-07-solver-history.md``.
 """
 
@@ -71,6 +80,37 @@ class Stage:
         """This stage's patience, given its own ``hops`` and the first stage's patience."""
         base, c, d = self.patience
         return max((hops if base == "hops" else first_patience) * c // d, 1)
+
+    def floor_for(self, first_floor: int | None) -> int | None:
+        """This stage's floor of the adaptive patience (:func:`converged`), given the first
+        stage's; None (a fixed patience) for a stage whose patience is a share of its hops."""
+        base, c, d = self.patience
+        if first_floor is None or base == "hops":
+            return None
+        return max(first_floor * c // d, MIN_FLOOR)
+
+
+#: A stage has converged when the hops since its last progress reach this multiple of the hops
+#: it took to make it (and at least its floor).
+PROGRESS_FACTOR = 1
+
+#: Progress: an improvement of the stage's best by at least this many atom data energies since
+#: the last progress (the project's measure of a search that has found its answer: within
+#: 0.05 ``E_1`` of the relaxed truth). Smaller gains are polish and still update the best.
+PROGRESS_GAIN = 0.05
+
+#: Smallest floor of a stage's patience, in hops.
+MIN_FLOOR = 10
+
+
+def converged(hop: int, progress: int, floor: int | None) -> bool:
+    """Whether a stage at hop ``hop`` whose last progress came after ``progress`` hops stops
+    (``floor`` None: never, the patience is fixed): once the hops since then reach
+    ``max(floor, PROGRESS_FACTOR * progress)`` -- the search has spent as long without
+    progress as it took to make it."""
+    if floor is None:
+        return False
+    return hop - progress >= max(floor, PROGRESS_FACTOR * progress)
 
 
 LATER = dict(budget=(1, 3), patience=("patience", 1, 3), temperature=REFINE_TEMPERATURE)
