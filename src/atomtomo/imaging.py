@@ -195,17 +195,16 @@ def estimate_sigma(signal, pixel_size: float) -> float:
 PACKING = {2: 1.07, 3: 1.36}
 
 
-def support_measure(signal, geometry, bond_length: float, *, threshold: float = 0.1) -> float:
-    """Area (2D) or volume (3D) the atoms occupy, from the projections' supports alone.
+def support_halfspaces(signal, geometry, bond_length: float, *,
+                       threshold: float = 0.1) -> np.ndarray:
+    """The strips (2D) or slabs (3D) the projections confine the atoms to, as half-spaces.
 
-    Every projection confines the atoms to a strip (2D) or slab (3D) ``lo <= x . e <= hi`` where
-    its background-free signal exceeds ``threshold`` times its maximum; each strip is widened by
-    a quarter bond length on each side (an atom's cell reaches half a bond length beyond its
-    centre, the threshold crossing lies about two atom widths beyond it) and their intersection
-    (a convex polytope, :class:`scipy.spatial.HalfspaceIntersection`) is measured.
+    Every projection confines the atoms to ``lo <= x . e <= hi`` where its background-free
+    signal exceeds ``threshold`` times its maximum, widened by a quarter bond length on each side
+    (an atom's cell reaches half a bond length beyond its centre, the threshold crossing lies
+    about two atom widths beyond it). Returns rows ``(e, -hi)`` and ``(-e, lo)``: ``row[:-1] . x
+    + row[-1] <= 0`` (the convention of :class:`scipy.spatial.HalfspaceIntersection`).
     """
-    from scipy.spatial import ConvexHull, HalfspaceIntersection, QhullError
-
     signal = np.asarray(signal, float)
     pad = bond_length / 4
     halfspaces = []
@@ -222,18 +221,83 @@ def support_measure(signal, geometry, bond_length: float, *, threshold: float = 
             lo, hi = c[above[0]] - pad, c[above[-1]] + pad
             halfspaces.append(np.append(e, -hi))   # e.x - hi <= 0
             halfspaces.append(np.append(-e, lo))   # lo - e.x <= 0
-    halfspaces = np.array(halfspaces)
+    return np.array(halfspaces)
+
+
+def _chebyshev_centre(A, b):
+    """Centre and radius of the largest ball in ``A x <= b`` (a linear programme), or None."""
+    d = A.shape[1]
+    res = optimize.linprog(np.r_[np.zeros(d), -1.0], A_ub=np.c_[A, np.linalg.norm(A, axis=1)],
+                           b_ub=b, bounds=[(None, None)] * d + [(0, None)], method="highs")
+    if res.status != 0 or not res.x[-1] > 0:
+        return None
+    return res.x[:-1], float(res.x[-1])
+
+
+def inscribed_ellipsoid_measure(A, b) -> float:
+    """Area / volume of the largest ellipsoid inside the polytope ``A x <= b``.
+
+    The ellipsoid ``{L u + c : |u| <= 1}`` (``L`` lower triangular with a positive diagonal)
+    lies inside when ``a_i . c + |L^T a_i| <= b_i`` for every row; ``log det L`` is maximised
+    under these constraints (a small smooth convex programme, SLSQP, from the largest inscribed
+    ball). Returns nan when the polytope is empty or unbounded.
+    """
+    A, b = np.asarray(A, float), np.asarray(b, float)
+    d = A.shape[1]
+    ball = _chebyshev_centre(A, b)
+    if ball is None:
+        return float("nan")
+    tril = np.tril_indices(d)
+    diag = np.nonzero(tril[0] == tril[1])[0]
+    m = len(tril[0])
+
+    def unpack(x):
+        L = np.zeros((d, d))
+        L[tril] = x[:m]
+        L[np.diag_indices(d)] = np.exp(L[np.diag_indices(d)])
+        return L, x[m:]
+
+    def inside(x):
+        L, c = unpack(x)
+        return b - A @ c - np.linalg.norm(A @ L, axis=1)
+
+    x0 = np.zeros(m + d)
+    x0[diag] = math.log(0.99 * ball[1])
+    x0[m:] = ball[0]
+    res = optimize.minimize(lambda x: -x[diag].sum(), x0, method="SLSQP",
+                            constraints=[{"type": "ineq", "fun": inside}])
+    x = res.x if np.all(inside(res.x) > -1e-9 * np.abs(b).max()) else x0
+    unit = math.pi if d == 2 else 4 * math.pi / 3
+    return float(unit * np.prod(np.diag(unpack(x)[0])))
+
+
+def support_measure(signal, geometry, bond_length: float, *, threshold: float = 0.1,
+                    kind: str = "inscribed") -> float:
+    """Area (2D) or volume (3D) the atoms occupy, from the projections' supports alone.
+
+    The intersection of the strips / slabs of :func:`support_halfspaces` is a convex polytope
+    that contains the sample. Its own measure (``kind="hull"``) overestimates a sample seen from
+    few directions: the polytope of a disk seen from 3 angles is a hexagon (+10 %), that of a
+    sphere seen from 3 single-axis angles a hexagonal prism (+65 %), and irregular shapes fill
+    less. ``kind="inscribed"`` (default) measures the largest ellipsoid inside the polytope
+    instead (:func:`inscribed_ellipsoid_measure`): exact for ellipses and ellipsoids, 21 % low
+    for a square seen along its edges.
+    """
+    from scipy.spatial import ConvexHull, HalfspaceIntersection, QhullError
+
+    if kind not in ("inscribed", "hull"):
+        raise InputError(f"support measure kind must be 'inscribed' or 'hull', got {kind!r}")
+    halfspaces = support_halfspaces(signal, geometry, bond_length, threshold=threshold)
+    if len(halfspaces) < 2 * geometry.ndim:
+        return float("nan")
+    A, b = halfspaces[:, :-1], -halfspaces[:, -1]
     try:
-        # an interior point: the centre of the largest ball inside (Chebyshev centre, an LP)
-        res = optimize.linprog(np.r_[np.zeros(geometry.ndim), -1.0],
-                               A_ub=np.c_[halfspaces[:, :-1],
-                                          np.linalg.norm(halfspaces[:, :-1], axis=1)],
-                               b_ub=-halfspaces[:, -1], bounds=[(None, None)] * geometry.ndim
-                               + [(0, None)], method="highs")
-        if res.status != 0:
+        if kind == "inscribed":
+            return inscribed_ellipsoid_measure(A, b)
+        ball = _chebyshev_centre(A, b)
+        if ball is None:
             return float("nan")
-        centre = res.x[:-1]
-        hull = ConvexHull(HalfspaceIntersection(halfspaces, centre).intersections)
+        hull = ConvexHull(HalfspaceIntersection(halfspaces, ball[0]).intersections)
     except (QhullError, ValueError):  # degenerate support (one angle, few pixels): no estimate
         return float("nan")
     return float(hull.volume)
@@ -252,6 +316,11 @@ def estimate_scale(signal, pixel_size: float, sigma: float, *, weight: float = 1
     ``mass / q`` is nearest to it, or ``mass / expected_count`` itself when none is within 30 %
     (overlapping columns blur the quantisation); without it, the largest. Returns ``s = q / weight``.
     """
+    counts = None
+    if expected_count is not None:
+        counts = np.sort(np.atleast_1d(np.asarray(expected_count, float)))[[0, -1]]
+        if not (np.all(np.isfinite(counts)) and counts[0] > 0):
+            counts = None
     sigmas, integrals = peak_widths(signal, pixel_size, sigma_guess=sigma)
     keep = (np.abs(sigmas - sigma) < 0.25 * sigma) & (integrals > 0)
     if keep.sum() < 3:
@@ -271,11 +340,14 @@ def estimate_scale(signal, pixel_size: float, sigma: float, *, weight: float = 1
                        & (score >= np.r_[score[1:], -np.inf]))[0]
     if best < 0.3 or len(peaks) == 0:
         q = high / 1.15  # no quantisation visible: the weakest peaks are taken as one atom
-    elif expected_count and math.isfinite(expected_count) and expected_count > 0:
-        target = mass / expected_count
-        q = float(grid[peaks[np.argmin(np.abs(np.log(grid[peaks] / target)))]])
-        if abs(math.log(q / target)) > math.log(1.3):  # no quantum near the count: trust it
+    elif counts is not None:
+        lo, hi = counts
+        target = mass / math.sqrt(lo * hi)
+        n_at = mass / grid[peaks]
+        inside = peaks[(n_at >= lo / 1.15) & (n_at <= hi * 1.15)]
+        if len(inside) == 0:  # no quantum near the count: trust it
             return target / weight
+        q = float(grid[inside[np.argmax(score[inside])]])
     else:
         q = float(grid[peaks[-1]])
     n = np.maximum(np.round(values / q), 1)

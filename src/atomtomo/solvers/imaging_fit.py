@@ -131,8 +131,11 @@ def initial_imaging(ts: TiltSeries, sigma=None, intensity_scale=None, background
         bond = ts.bond_length if bond_length is None else bond_length
         count = None
         if bond:
-            measure = imaging.support_measure(signal, geo, bond)
-            count = measure * imaging.PACKING[geo.ndim] / bond ** geo.ndim
+            # the support polytope's measure bounds the count from above, its largest
+            # inscribed ellipsoid's (about) from below; the quantum is sought between
+            per = imaging.PACKING[geo.ndim] / bond ** geo.ndim
+            count = [imaging.support_measure(signal, geo, bond, kind=kind) * per
+                     for kind in ("inscribed", "hull")]
         mean_w = float(np.mean(list(weights.values())))
         scale = imaging.estimate_scale(signal, geo.pixel_size, sig, weight=mean_w,
                                        expected_count=count)
