@@ -135,6 +135,53 @@ def test_estimates_from_the_data_alone():
         pytest.approx(2, rel=0.1)
 
 
+def _regular_polygon(n_directions, radius=1.0):
+    """Half-spaces of the 2 n-gon circumscribing a circle of ``radius``: ``A x <= b``."""
+    t = np.pi * np.arange(n_directions) / n_directions
+    e = np.c_[np.cos(t), np.sin(t)]
+    return np.r_[e, -e], np.full(2 * n_directions, radius)
+
+
+def test_inscribed_ellipsoid_of_a_square_a_rectangle_and_a_box():
+    A, b = _regular_polygon(2, 1.0)  # the square [-1, 1]^2
+    assert imaging.inscribed_ellipsoid_measure(A, b) == pytest.approx(np.pi, rel=1e-3)
+    b_rect = np.array([2.0, 0.5, 2.0, 0.5])  # [-2, 2] x [-0.5, 0.5]: the ellipse 2 x 0.5
+    assert imaging.inscribed_ellipsoid_measure(A, b_rect) == pytest.approx(np.pi, rel=1e-3)
+    A3 = np.r_[np.eye(3), -np.eye(3)]
+    assert imaging.inscribed_ellipsoid_measure(A3, np.ones(6)) == pytest.approx(4 * np.pi / 3,
+                                                                                 rel=1e-3)
+    # more directions: the polygon approaches its inscribed disk
+    assert imaging.inscribed_ellipsoid_measure(*_regular_polygon(3)) == pytest.approx(np.pi,
+                                                                                       rel=1e-3)
+    assert np.isnan(imaging.inscribed_ellipsoid_measure(A, -np.ones(4)))  # empty
+
+
+def test_support_measure_kinds_bracket_the_sample():
+    ts = series_2d(noise=0.0)
+    signal = np.asarray(ts.projections, float)
+    inner = imaging.support_measure(signal, ts.geometry, 1.0)
+    outer = imaging.support_measure(signal, ts.geometry, 1.0, kind="hull")
+    assert 0 < inner <= outer
+    with pytest.raises(InputError):
+        imaging.support_measure(signal, ts.geometry, 1.0, kind="box")
+
+
+def test_estimate_scale_with_a_count_range_picks_the_quantum_inside():
+    rng = np.random.default_rng(1)
+    # columns of 1-4 atoms of intensity 2 on a 1D detector, well apart
+    ncol = rng.integers(1, 5, 12)
+    x = np.arange(600) * 0.1
+    sig = 0.3
+    signal = sum(2.0 * n * np.exp(-(x - 2 - 4.5 * i) ** 2 / (2 * sig ** 2)) / (sig * np.sqrt(2 * np.pi))
+                 for i, n in enumerate(ncol))[None]
+    total = ncol.sum()
+    assert imaging.estimate_scale(signal, 0.1, sig, expected_count=(0.8 * total, 1.3 * total)) \
+        == pytest.approx(2.0, rel=0.05)
+    # the half quantum fits the comb as well; a range around twice the count selects it
+    assert imaging.estimate_scale(signal, 0.1, sig, expected_count=(1.8 * total, 2.4 * total)) \
+        == pytest.approx(1.0, rel=0.05)
+
+
 # --------------------------------------------------------------------------------------------
 # the alternation, with a stand-in solver that returns the true atoms
 # --------------------------------------------------------------------------------------------

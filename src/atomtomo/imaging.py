@@ -266,9 +266,15 @@ def inscribed_ellipsoid_measure(A, b) -> float:
     x0[m:] = ball[0]
     res = optimize.minimize(lambda x: -x[diag].sum(), x0, method="SLSQP",
                             constraints=[{"type": "ineq", "fun": inside}])
-    x = res.x if np.all(inside(res.x) > -1e-9 * np.abs(b).max()) else x0
+    L, c = unpack(res.x)
+    room = b - A @ c
+    if not np.all(room > 0):  # the centre left the polytope: the start is inside
+        L, c = unpack(x0)
+        room = b - A @ c
+    # SLSQP ends within its tolerance of the boundary, on either side: shrink to fit exactly
+    L = L * min(1.0, float(np.min(room / np.linalg.norm(A @ L, axis=1))))
     unit = math.pi if d == 2 else 4 * math.pi / 3
-    return float(unit * np.prod(np.diag(unpack(x)[0])))
+    return float(unit * abs(np.linalg.det(L)))
 
 
 def support_measure(signal, geometry, bond_length: float, *, threshold: float = 0.1,
@@ -303,6 +309,11 @@ def support_measure(signal, geometry, bond_length: float, *, threshold: float = 
     return float(hull.volume)
 
 
+#: Relative slack of the atom-count range in :func:`estimate_scale` (the inscribed ellipsoid is
+#: no strict lower bound for sparse or non-convex samples, nor the hull an upper one).
+COUNT_SLACK = 1.15
+
+
 def estimate_scale(signal, pixel_size: float, sigma: float, *, weight: float = 1.0,
                    expected_count: float | None = None) -> float:
     """Intensity scale from the data alone: the quantum of the peaks' integrated intensities.
@@ -311,10 +322,12 @@ def estimate_scale(signal, pixel_size: float, sigma: float, *, weight: float = 1
     fitted width is within 25 % of ``sigma`` (resolved columns), a quantum ``q`` explains the
     integrals when they lie near integer multiples of it: the comb score ``mean cos(2 pi I / q)``
     is high. Every fraction ``q / k`` of a good quantum scores as well, so the choice among the
-    good ones (score within 80 % of the best) needs one more fact: with ``expected_count`` (an
-    atom count, e.g. from :func:`support_measure` and the bond length) the one whose count
-    ``mass / q`` is nearest to it, or ``mass / expected_count`` itself when none is within 30 %
-    (overlapping columns blur the quantisation); without it, the largest. Returns ``s = q / weight``.
+    good ones (score within 80 % of the best) needs one more fact: ``expected_count``, an atom
+    count or a range ``(low, high)`` of it (e.g. from :func:`support_measure` of the inscribed
+    ellipsoid and of the hull, and the bond length). Among the good quanta whose count
+    ``mass / q`` lies in the range (widened by 15 %) the largest is taken; when none
+    does (overlapping columns blur the quantisation), ``mass / sqrt(low high)`` itself. Without
+    a count, the largest good quantum. Returns ``s = q / weight``.
     """
     counts = None
     if expected_count is not None:
@@ -344,10 +357,10 @@ def estimate_scale(signal, pixel_size: float, sigma: float, *, weight: float = 1
         lo, hi = counts
         target = mass / math.sqrt(lo * hi)
         n_at = mass / grid[peaks]
-        inside = peaks[(n_at >= lo / 1.15) & (n_at <= hi * 1.15)]
+        inside = peaks[(n_at >= lo / COUNT_SLACK) & (n_at <= hi * COUNT_SLACK)]
         if len(inside) == 0:  # no quantum near the count: trust it
             return target / weight
-        q = float(grid[inside[np.argmax(score[inside])]])
+        q = float(grid[inside[-1]])  # fractions of the quantum fit too: the largest
     else:
         q = float(grid[peaks[-1]])
     n = np.maximum(np.round(values / q), 1)
