@@ -27,6 +27,7 @@ The alternation with a reconstruction lives in :mod:`atomtomo.solvers.imaging_fi
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import ndimage, optimize
@@ -144,6 +145,11 @@ def peak_widths(signal, pixel_size: float, *, threshold: float = 0.15, max_peaks
     idx = np.argwhere(peaks)
     idx = idx[np.argsort(-signal[tuple(idx.T)])][:max_peaks]
     offsets = np.arange(-half, half + 1) * delta
+    maxima_all = []  # 1D: every local maximum of each projection, for the neighbour terms
+    if d == 1:
+        local = signal == ndimage.maximum_filter(signal, size=(1, 3), mode="nearest")
+        local &= signal > 0.02 * signal.max()
+        maxima_all = [np.nonzero(row)[0] for row in local]
     sigmas, integrals = [], []
     for pk in idx:
         a, centre = pk[0], pk[1:]
@@ -153,19 +159,38 @@ def peak_widths(signal, pixel_size: float, *, threshold: float = 0.15, max_peaks
             continue
         patch = signal[(a,) + tuple(slice(l, h) for l, h in zip(lo, hi))]
         if d == 1:
-            def model(_, amp, s, c, off):
-                return amp * _pixel_gaussian(offsets - c, s, delta) + off
+            # Neighbouring maxima whose tails reach into the window are fitted with the same
+            # width: a free offset alone would take their shoulders and narrow the central peak.
+            reach = half + int(math.ceil(2 * guess / delta))
+            near = maxima_all[a][np.abs(maxima_all[a] - centre[0]) <= reach]
+            shifts = (near[near != centre[0]] - centre[0]) * delta
+
+            def model(_, amp, s, c, off, *rest):
+                out = amp * _pixel_gaussian(offsets - c, s, delta) + off
+                for t, a_j, c_j in zip(shifts, rest[0::2], rest[1::2]):
+                    out = out + a_j * _pixel_gaussian(offsets - t - c_j, s, delta)
+                return out
         else:
+            shifts = np.zeros(0)
+
             def model(_, amp, s, c, off, c2=0.0):
                 return (amp * np.outer(_pixel_gaussian(offsets - c, s, delta),
                                        _pixel_gaussian(offsets - c2, s, delta)) + off).ravel()
         peak = float(patch.max())
-        p0 = [peak * guess ** d * (2 * math.pi) ** (d / 2), guess, 0.0, 0.0] + ([0.0] if d == 2 else [])
+        unit = guess ** d * (2 * math.pi) ** (d / 2)
+        p0 = [peak * unit, guess, 0.0, 0.0] + ([0.0] if d == 2 else [])
         bounds = ([0, 0.2 * delta, -delta, -np.inf] + ([-delta] if d == 2 else []),
                   [np.inf, 2 * half * delta, delta, np.inf] + ([delta] if d == 2 else []))
+        for t in shifts:
+            j = int(round(centre[0] + t / delta))
+            p0 += [max(float(signal[a, j]), 0.0) * unit, 0.0]
+            bounds[0].extend([0, -delta])
+            bounds[1].extend([np.inf, delta])
         try:
-            popt, _ = optimize.curve_fit(model, None, patch.ravel(), p0=p0, bounds=bounds,
-                                         maxfev=400)
+            with warnings.catch_warnings():  # covariance unused: its warning is noise here
+                warnings.simplefilter("ignore", optimize.OptimizeWarning)
+                popt, _ = optimize.curve_fit(model, None, patch.ravel(), p0=p0, bounds=bounds,
+                                             maxfev=400 * (1 + len(shifts)))
         except (RuntimeError, ValueError):
             continue
         sigmas.append(popt[1])
