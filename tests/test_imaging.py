@@ -298,3 +298,15 @@ def test_crowding_flags_too_many_atoms():
     dense = np.array([[i, j] for i in np.arange(0, 5, 0.7) for j in np.arange(0, 5, 0.7)])
     assert crowding(Configuration(dense, ["X"] * len(dense), {}), 1.0) < CROWDED
     assert crowding(Configuration(grid, ["X"] * 25, {}), None) is None
+
+
+def test_peak_widths_of_close_columns_are_not_narrowed_by_their_neighbours():
+    # columns 4 sigma apart (a hexagonal lattice seen across a lattice vector): each fitting
+    # window holds the shoulders of the neighbours
+    sig, delta = 1.0, 0.8
+    x = np.arange(120) * delta
+    centres = 20 + 4 * sig * np.arange(12)
+    signal = sum(np.exp(-(x - c) ** 2 / (2 * sig ** 2)) for c in centres)[None]
+    widths, _ = imaging.peak_widths(signal, delta, sigma_guess=sig)
+    assert len(widths) >= 8
+    assert np.median(widths) == pytest.approx(sig, rel=0.05)
