@@ -209,6 +209,48 @@ def test_alternation_recovers_parameters(make):
         ts.ground_truth.n_atoms, rel=0.05)
 
 
+def test_scale_trials_leave_a_wrong_quantum_that_does_not_explain_the_data(monkeypatch):
+    """A stand-in solver that, below 0.9 of the true scale, returns the truth plus four atoms
+    around it at the bond length (too many for the quantum) and whose polish keeps its atoms: the residual
+    exposes it and a fresh trial at a larger scale, where it finds the truth, is kept."""
+    import atomtomo.solvers.imaging_fit as fit
+
+    ts = series_2d()
+    extra = np.array([[-2.0, 0.0], [2.0, 0.0], [0.0, -2.0], [0.0, 2.0]])  # not crowded
+    wrong = Configuration(np.r_[ts.ground_truth.positions, extra], ["X"] * 13, {})
+    start = initial_imaging(ts)
+    low = start.intensity_scale * 0.75
+    monkeypatch.setattr(fit, "initial_imaging", lambda *a, **k: fit.Imaging(
+        start.sigma, low, dict(start.species_weights), start.background, dict(start.sources)))
+    scales = []
+
+    def solve(problem, previous):
+        scale = float(ts.noise_std / problem.noise_std)  # the problem is in units of 1 / s
+        scales.append(scale)
+        atoms = ts.ground_truth if scale > 0.9 * SCALE else wrong
+        # a polish keeps its atoms: the wrong count stays (the self-consistent fixed point)
+        return Reconstruction((atoms if previous is None else previous).copy(),
+                              {"method": "stand-in"})
+
+    recon, _ = reconstruct_imaging(ts, solve, rounds=2)
+    assert recon.configuration.n_atoms == 9, recon.info["imaging_history"]
+    assert recon.info["intensity_scale"] == pytest.approx(SCALE, rel=0.05)
+    assert any(h["stage"].startswith("scale trial") for h in recon.info["imaging_history"])
+
+
+def test_scale_trials_not_run_when_the_atoms_explain_the_data():
+    ts = series_2d()
+    calls = []
+
+    def solve(problem, previous):
+        calls.append(previous)
+        return Reconstruction(ts.ground_truth.copy(), {"method": "truth"})
+
+    recon, _ = reconstruct_imaging(ts, solve, rounds=2)
+    assert len(calls) <= 2
+    assert not any(h["stage"].startswith("scale trial") for h in recon.info["imaging_history"])
+
+
 def test_refine_keeps_known_parameters_fixed():
     ts = series_2d(unknown=("background",))
     params = initial_imaging(ts)
