@@ -172,8 +172,8 @@ def test_estimate_scale_with_a_count_range_picks_the_quantum_inside():
     ncol = rng.integers(1, 5, 12)
     x = np.arange(600) * 0.1
     sig = 0.3
-    signal = sum(2.0 * n * np.exp(-(x - 2 - 4.5 * i) ** 2 / (2 * sig ** 2)) / (sig * np.sqrt(2 * np.pi))
-                 for i, n in enumerate(ncol))[None]
+    signal = sum(2.0 * n * np.exp(-(x - 2 - 4.5 * i) ** 2 / (2 * sig ** 2))
+                 / (sig * np.sqrt(2 * np.pi)) for i, n in enumerate(ncol))[None]
     total = ncol.sum()
     assert imaging.estimate_scale(signal, 0.1, sig, expected_count=(0.8 * total, 1.3 * total)) \
         == pytest.approx(2.0, rel=0.05)
@@ -211,8 +211,8 @@ def test_alternation_recovers_parameters(make):
 
 def test_scale_trials_leave_a_wrong_quantum_that_does_not_explain_the_data(monkeypatch):
     """A stand-in solver that, below 0.9 of the true scale, returns the truth plus four atoms
-    around it at the bond length (too many for the quantum) and whose polish keeps its atoms: the residual
-    exposes it and a fresh trial at a larger scale, where it finds the truth, is kept."""
+    around it at the bond length (too many for the quantum) and whose polish keeps its atoms:
+    the residual exposes it and a fresh trial at a larger scale, where it finds the truth, is kept."""
     import atomtomo.solvers.imaging_fit as fit
 
     ts = series_2d()
