@@ -212,7 +212,8 @@ def test_alternation_recovers_parameters(make):
 def test_scale_trials_leave_a_wrong_quantum_that_does_not_explain_the_data(monkeypatch):
     """A stand-in solver that, below 0.9 of the true scale, returns the truth plus four atoms
     around it at the bond length (too many for the quantum) and whose polish keeps its atoms:
-    the residual exposes it and a fresh trial at a larger scale, where it finds the truth, is kept."""
+    the residual exposes it, and a fresh trial at a larger scale, where it finds the truth,
+    is kept."""
     import atomtomo.solvers.imaging_fit as fit
 
     ts = series_2d()

@@ -363,8 +363,9 @@ def _scale_trials(ts, solve, recon, problem, params, unknown, history, *, degree
     at larger intensity scales (``SCALE_TRIALS``) and keep the result that explains the data
     best. Only with the file's ``noise_std``. The first estimate of the scale is biased low
     (the support suggests too many atoms) and a reconstruction at too small a quantum holds
-    too many atoms, which the refit given them confirms; the residual does not: the wrong configuration does not explain the data (a
-    random lattice, 3 angles: 3.6 noise levels at 31 atoms for 24, 0.99 for the true atoms)."""
+    too many atoms, which the refit given them confirms; the residual does not: the wrong
+    configuration does not explain the data (a random lattice, 3 angles: 3.6 noise levels at
+    31 atoms for 24, 0.99 for the true atoms)."""
     if not ts.noise_std:
         # the noise estimated from the data is a lower bound (measured stacks are often
         # denoised): every result would look unexplained and pay for three more solves
