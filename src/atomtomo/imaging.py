@@ -16,7 +16,9 @@ unknowns:
 * estimates from the data alone (no atoms): :func:`baseline` (an asymmetric least-squares lower
   envelope), :func:`peak_widths` and :func:`estimate_sigma` (Gaussians fitted to the resolved
   peaks), :func:`estimate_scale` (the quantum of the peaks' integrated intensities: a column of
-  n atoms holds n times the intensity of one), :func:`estimate_noise_std`;
+  n atoms holds n times the intensity of one; the multiple chosen with the atom count between
+  the largest ellipsoid inside the projections' support and the support itself,
+  :func:`support_measure`), :func:`estimate_noise_std`;
 * refinement given atoms: :func:`fit_scale_background` (scales and background jointly, one exact
   NNLS on the normal equations) and :func:`fit_sigma` (a bounded 1-D minimisation of the
   residual over ``sigma``, scales and background refitted at every trial width).
