@@ -135,6 +135,53 @@ def test_estimates_from_the_data_alone():
         pytest.approx(2, rel=0.1)
 
 
+def _regular_polygon(n_directions, radius=1.0):
+    """Half-spaces of the 2 n-gon circumscribing a circle of ``radius``: ``A x <= b``."""
+    t = np.pi * np.arange(n_directions) / n_directions
+    e = np.c_[np.cos(t), np.sin(t)]
+    return np.r_[e, -e], np.full(2 * n_directions, radius)
+
+
+def test_inscribed_ellipsoid_of_a_square_a_rectangle_and_a_box():
+    A, b = _regular_polygon(2, 1.0)  # the square [-1, 1]^2
+    assert imaging.inscribed_ellipsoid_measure(A, b) == pytest.approx(np.pi, rel=1e-3)
+    b_rect = np.array([2.0, 0.5, 2.0, 0.5])  # [-2, 2] x [-0.5, 0.5]: the ellipse 2 x 0.5
+    assert imaging.inscribed_ellipsoid_measure(A, b_rect) == pytest.approx(np.pi, rel=1e-3)
+    A3 = np.r_[np.eye(3), -np.eye(3)]
+    assert imaging.inscribed_ellipsoid_measure(A3, np.ones(6)) == pytest.approx(4 * np.pi / 3,
+                                                                                 rel=1e-3)
+    # more directions: the polygon approaches its inscribed disk
+    assert imaging.inscribed_ellipsoid_measure(*_regular_polygon(3)) == pytest.approx(np.pi,
+                                                                                       rel=1e-3)
+    assert np.isnan(imaging.inscribed_ellipsoid_measure(A, -np.ones(4)))  # empty
+
+
+def test_support_measure_kinds_bracket_the_sample():
+    ts = series_2d(noise=0.0)
+    signal = np.asarray(ts.projections, float)
+    inner = imaging.support_measure(signal, ts.geometry, 1.0)
+    outer = imaging.support_measure(signal, ts.geometry, 1.0, kind="hull")
+    assert 0 < inner <= outer
+    with pytest.raises(InputError):
+        imaging.support_measure(signal, ts.geometry, 1.0, kind="box")
+
+
+def test_estimate_scale_with_a_count_range_picks_the_quantum_inside():
+    rng = np.random.default_rng(1)
+    # columns of 1-4 atoms of intensity 2 on a 1D detector, well apart
+    ncol = rng.integers(1, 5, 12)
+    x = np.arange(600) * 0.1
+    sig = 0.3
+    signal = sum(2.0 * n * np.exp(-(x - 2 - 4.5 * i) ** 2 / (2 * sig ** 2))
+                 / (sig * np.sqrt(2 * np.pi)) for i, n in enumerate(ncol))[None]
+    total = ncol.sum()
+    assert imaging.estimate_scale(signal, 0.1, sig, expected_count=(0.8 * total, 1.3 * total)) \
+        == pytest.approx(2.0, rel=0.05)
+    # the half quantum fits the comb as well; a range around twice the count selects it
+    assert imaging.estimate_scale(signal, 0.1, sig, expected_count=(1.8 * total, 2.4 * total)) \
+        == pytest.approx(1.0, rel=0.05)
+
+
 # --------------------------------------------------------------------------------------------
 # the alternation, with a stand-in solver that returns the true atoms
 # --------------------------------------------------------------------------------------------
@@ -160,6 +207,49 @@ def test_alternation_recovers_parameters(make):
     mass = problem.data.reshape(len(problem.data), -1).sum(axis=1) * 0.1 ** 0
     assert np.median(mass * ts.geometry.pixel_size ** (d - 1)) == pytest.approx(
         ts.ground_truth.n_atoms, rel=0.05)
+
+
+def test_scale_trials_leave_a_wrong_quantum_that_does_not_explain_the_data(monkeypatch):
+    """A stand-in solver that, below 0.9 of the true scale, returns the truth plus four atoms
+    around it at the bond length (too many for the quantum) and whose polish keeps its atoms:
+    the residual exposes it, and a fresh trial at a larger scale, where it finds the truth,
+    is kept."""
+    import atomtomo.solvers.imaging_fit as fit
+
+    ts = series_2d()
+    extra = np.array([[-2.0, 0.0], [2.0, 0.0], [0.0, -2.0], [0.0, 2.0]])  # not crowded
+    wrong = Configuration(np.r_[ts.ground_truth.positions, extra], ["X"] * 13, {})
+    start = initial_imaging(ts)
+    low = start.intensity_scale * 0.75
+    monkeypatch.setattr(fit, "initial_imaging", lambda *a, **k: fit.Imaging(
+        start.sigma, low, dict(start.species_weights), start.background, dict(start.sources)))
+    scales = []
+
+    def solve(problem, previous):
+        scale = float(ts.noise_std / problem.noise_std)  # the problem is in units of 1 / s
+        scales.append(scale)
+        atoms = ts.ground_truth if scale > 0.9 * SCALE else wrong
+        # a polish keeps its atoms: the wrong count stays (the self-consistent fixed point)
+        return Reconstruction((atoms if previous is None else previous).copy(),
+                              {"method": "stand-in"})
+
+    recon, _ = reconstruct_imaging(ts, solve, rounds=2)
+    assert recon.configuration.n_atoms == 9, recon.info["imaging_history"]
+    assert recon.info["intensity_scale"] == pytest.approx(SCALE, rel=0.05)
+    assert any(h["stage"].startswith("scale trial") for h in recon.info["imaging_history"])
+
+
+def test_scale_trials_not_run_when_the_atoms_explain_the_data():
+    ts = series_2d()
+    calls = []
+
+    def solve(problem, previous):
+        calls.append(previous)
+        return Reconstruction(ts.ground_truth.copy(), {"method": "truth"})
+
+    recon, _ = reconstruct_imaging(ts, solve, rounds=2)
+    assert len(calls) <= 2
+    assert not any(h["stage"].startswith("scale trial") for h in recon.info["imaging_history"])
 
 
 def test_refine_keeps_known_parameters_fixed():
@@ -251,3 +341,15 @@ def test_crowding_flags_too_many_atoms():
     dense = np.array([[i, j] for i in np.arange(0, 5, 0.7) for j in np.arange(0, 5, 0.7)])
     assert crowding(Configuration(dense, ["X"] * len(dense), {}), 1.0) < CROWDED
     assert crowding(Configuration(grid, ["X"] * 25, {}), None) is None
+
+
+def test_peak_widths_of_close_columns_are_not_narrowed_by_their_neighbours():
+    # columns 4 sigma apart (a hexagonal lattice seen across a lattice vector): each fitting
+    # window holds the shoulders of the neighbours
+    sig, delta = 1.0, 0.8
+    x = np.arange(120) * delta
+    centres = 20 + 4 * sig * np.arange(12)
+    signal = sum(np.exp(-(x - c) ** 2 / (2 * sig ** 2)) for c in centres)[None]
+    widths, _ = imaging.peak_widths(signal, delta, sigma_guess=sig)
+    assert len(widths) >= 8
+    assert np.median(widths) == pytest.approx(sig, rel=0.05)
