@@ -653,3 +653,14 @@ def test_bad_arguments():
     for sigma in (0.0, -1.0, float("nan"), "wide"):
         with pytest.raises(InputError, match="sigma"):
             ForwardModel(model.geometry, sigma)
+
+
+def test_geometry_beams_run_along_the_spec_beam():
+    """At theta = 0 the beam runs along y in 2D (s = x) and along z in 3D (spec section 2);
+    every beam is a unit vector perpendicular to its detector."""
+    g2 = Geometry.from_angles(2, np.radians([0.0, 30.0]), 16, 0.1)
+    np.testing.assert_allclose(g2.beams[0], [0.0, 1.0], atol=1e-15)
+    np.testing.assert_allclose(np.einsum("ad,ad->a", g2.beams, g2.directions), 0.0, atol=1e-15)
+    g3 = Geometry.from_angles(3, np.radians([0.0, 45.0]), (8, 8), 0.1)
+    np.testing.assert_allclose(g3.beams[0], [0.0, 0.0, 1.0], atol=1e-15)
+    np.testing.assert_allclose(np.linalg.norm(g3.beams, axis=1), 1.0)

@@ -572,17 +572,10 @@ def _read_tiltseries(path):
     return ts
 
 
-def _beams(geometry) -> np.ndarray:
-    """Unit beam directions, one per projection (2D: the detector line's direction, which is
-    parallel for parallel beams; 3D: normal to the detector frame)."""
-    d = np.asarray(geometry.directions, dtype=float)
-    return d if geometry.ndim == 2 else np.cross(d[:, 0], d[:, 1])
-
-
 def _check_question(geometry, box, where, box_where=None, reconstruct=False) -> None:
     """Refuse projections that cannot determine the atoms (repeated or opposite angles; with
     ``reconstruct`` also one 2D angle) and a box far outside the detectors' field of view."""
-    check_beams(_beams(geometry), geometry.ndim, str(where), reconstruct)
+    check_beams(geometry.beams, geometry.ndim, str(where), reconstruct)
     if box is not None:
         check_box_in_view(box, geometry.detector_shape, geometry.pixel_size,
                           str(box_where or where))

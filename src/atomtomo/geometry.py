@@ -114,6 +114,16 @@ class Geometry:
         return len(self.directions)
 
     @property
+    def beams(self) -> np.ndarray:
+        """Unit beam direction of every projection, ``(n_angles, ndim)``: 2D, the detector line's
+        direction turned by 90 degrees; 3D, the normal ``e_u x e_v`` of the detector frame.
+        Equal or opposite beams give the same projection (mirrored)."""
+        d = self.directions
+        if self.ndim == 2:
+            return np.stack([-d[:, 1], d[:, 0]], axis=1)
+        return np.cross(d[:, 0], d[:, 1])
+
+    @property
     def data_shape(self) -> tuple:
         """Shape of the projections array: ``(n_angles, *detector_shape)``."""
         return (self.n_angles, *self.detector_shape)

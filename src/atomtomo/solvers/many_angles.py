@@ -27,9 +27,7 @@ MANY_ANGLE_HOPS = 0
 
 def distinct_directions(geometry, tol_deg: float = 0.5) -> int:
     """Number of projection directions more than ``tol_deg`` apart (opposite beams count once)."""
-    d = np.asarray(geometry.directions, float)
-    beams = d if geometry.ndim == 2 else np.cross(d[:, 0], d[:, 1])
-    beams = beams / np.linalg.norm(beams, axis=1, keepdims=True)
+    beams = geometry.beams
     kept = []
     cos_tol = np.cos(np.radians(tol_deg))
     for b in beams:
