@@ -1136,13 +1136,12 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, 
     from .solvers.problem import Problem
 
     out = _check_output(output)
-    for flag, path in (("--history", history), ("--animate", animate), ("--checkpoint", checkpoint),
-                       ("--density", density_out), ("--half-sets-plot", half_sets_plot)):
+    side_outputs = {"--history": history, "--animate": animate, "--checkpoint": checkpoint,
+                    "--density": density_out, "--half-sets-plot": half_sets_plot}
+    for flag, path in side_outputs.items():
         if path is not None:
             _check_output(path, flag)
-    _check_distinct(**{"-o": output, "--history": history, "--animate": animate,
-                       "--checkpoint": checkpoint, "--density": density_out,
-                       "--half-sets-plot": half_sets_plot})
+    _check_distinct(**{"-o": output, **side_outputs})
     if half_sets_plot is not None and not half_sets:
         raise InputError("--half-sets-plot needs --half-sets")
     if animate is not None and Path(animate).suffix.lower() != ".gif":  # fail before the run
@@ -1200,8 +1199,6 @@ def reconstruct(tiltseries, method, alpha, bond_length, sigma, intensity_scale, 
             ts.noise_std = None if ts.noise_std is None else ts.noise_std / scale
         problem = Problem.from_tiltseries(ts, sigma=sig, bond_length=bond_length)
     if "initial" in kwargs:
-        from .configuration import read_xyz
-
         init = _read_atoms(initial, ndim=problem.ndim)
         if not init.species_weights:
             init.species_weights = dict(problem.species_weights)
