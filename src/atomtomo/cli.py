@@ -675,7 +675,6 @@ def project(atoms, angles, detector, pixel_size, sigma, ndim, noise_std, relativ
             species_weights, fmt, output, quiet):
     """Project the atoms in ATOMS.xyz (spec section 2) and write a tilt series with them as
     ground truth (spec section 3)."""
-    from .configuration import read_xyz
     from .geometry import Geometry
 
     out = _check_output(output)
@@ -1316,13 +1315,10 @@ def _process_age() -> float:
 def _whole_run_deadline(time_limit):
     """``time_limit`` counted from the start of the command (imports, reading, compiling
     included), minus a margin for writing the outputs: the limit is a wall-clock promise."""
-    from .stopping import deadline
+    from .stopping import deadline, limit_seconds
 
-    try:
-        seconds = float(time_limit)
-    except (TypeError, ValueError):
-        return contextlib.nullcontext()
-    if not (math.isfinite(seconds) and seconds > 0):
+    seconds = limit_seconds(time_limit)
+    if seconds is None:
         return contextlib.nullcontext()  # the method refuses it with its own message
     return deadline(max(seconds - _process_age() - WRITE_MARGIN, 0.0))
 
@@ -1467,8 +1463,6 @@ def load_truth(path, ndim=None):
     Returns ``(configuration, bond_length or None, description)``; ``ndim`` is the dimension to
     read an atom file in (None: from the file).
     """
-    from .configuration import read_xyz
-
     if not Path(path).exists():
         raise InputError(f"truth file not found: {path}")
     if is_hdf5(path):
@@ -1489,7 +1483,6 @@ def evaluate_files(recon_path, truth_path, tolerance=None) -> dict:
 
     Adds ``tolerance``, ``tolerance_source`` and ``bond_length``.
     """
-    from .configuration import read_xyz
     from .metrics import TOLERANCE_BONDS, match_atoms
     from .potentials import bond_length_estimate
 
@@ -1606,8 +1599,6 @@ def plot(source, truth, tilt, tolerance, title, view, output, quiet):
         save_figure(plot_projections(ts), out)  # atomic
         _say(quiet, f"wrote {out}: projections of {source}")
         return
-    from .configuration import read_xyz
-
     box = bond = truth_cfg = None
     ndim = None
     if tilt is not None:

@@ -98,19 +98,23 @@ def deadline(seconds):
         _state["deadline"] = before
 
 
+def limit_seconds(value) -> float | None:
+    """``value`` as a time limit in seconds, or None where it is not a positive finite number
+    (no limit here: the method that takes the option refuses it with its own message)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 def time_limited(option: str = "time_limit"):
     """Decorator: run the function under :func:`deadline` of its keyword argument ``option``
     (seconds; a value that is not a positive number is left for the function to refuse)."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
-            try:
-                seconds = float(kwargs.get(option))
-            except (TypeError, ValueError):
-                seconds = None
-            if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
-                seconds = None
-            with deadline(seconds):
+            with deadline(limit_seconds(kwargs.get(option))):
                 return fn(*args, **kwargs)
         return run
     return wrap
