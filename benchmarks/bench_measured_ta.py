@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     from atomtomo import imaging
     from atomtomo.configuration import write_xyz
     from atomtomo.solvers import reconstruct
-    from atomtomo.solvers.half_sets import half_set_precision
+    from atomtomo.half_sets import half_set_precision
     from atomtomo.solvers.imaging_fit import reconstruct_imaging, species_parts
     from atomtomo.tiltseries import import_aet
 

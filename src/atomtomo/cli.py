@@ -1414,8 +1414,8 @@ def _reconstruct_imaging(ts, fn, method, kwargs, tracker, quiet, **settings):
 
 
 def _half_sets(problem, fn, kwargs, quiet):
-    """Reconstruct the even and the odd projections (solvers.half_sets) with the same method."""
-    from .solvers.half_sets import half_set_precision
+    """Reconstruct the even and the odd projections (atomtomo.half_sets) with the same method."""
+    from .half_sets import half_set_precision
 
     run = {k: v for k, v in kwargs.items() if k not in ("checkpoint", "resume", "initial")}
 
@@ -1428,7 +1428,7 @@ def _half_sets(problem, fn, kwargs, quiet):
 
 
 def _half_sets_summary(result):
-    from .solvers.half_sets import summary
+    from .half_sets import summary
 
     return summary(result)
 

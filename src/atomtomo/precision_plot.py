@@ -1,4 +1,4 @@
-"""Figure of the half-set precision estimate (:mod:`atomtomo.solvers.half_sets`)."""
+"""Figure of the half-set precision estimate (:mod:`atomtomo.half_sets`)."""
 
 from __future__ import annotations
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-from ..forward import ForwardModel
-from ..geometry import Geometry
-from ..metrics import match_pairs
-from .problem import Problem
+from .errors import InputError
+from .forward import ForwardModel
+from .geometry import Geometry
+from .metrics import match_pairs
+from .solvers.problem import Problem
 
 #: Matching tolerance per length unit: 0.5 angstrom.
 HALF_SET_TOLERANCE = {"angstrom": 0.5, "a": 0.5, "nm": 0.05}
